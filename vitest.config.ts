@@ -1,0 +1,13 @@
+import { defineConfig } from 'vitest/config';
+
+export default defineConfig({
+  test: {
+    include: ['test/**/*.test.ts'],
+    pool: 'forks',
+    maxWorkers: 2,
+    // fixtures are built by real tools on first use and cached in .cache/fixtures
+    testTimeout: 600_000,
+    hookTimeout: 1_200_000,
+    reporters: ['default'],
+  },
+});
