@@ -39,7 +39,8 @@ function openAt(path: string, ctx: OpenContext): DiskImage {
   try {
     real = realpathSync(path);
   } catch {
-    throw err.chain('CHAIN_PARENT_MISSING', 'image or parent not found');
+    if (ctx.depth === 0) throw err.notFound('IMAGE_NOT_FOUND', 'no such image file');
+    throw err.chain('CHAIN_PARENT_MISSING', `parent image not found (named by ${ctx.visited.at(-1)})`);
   }
   if (ctx.visited.includes(real)) {
     throw err.chain('CHAIN_LOOP', `the chain comes back to ${real}: ${[...ctx.visited, real].join(' -> ')}`);
@@ -62,9 +63,8 @@ export function openDisk(path: string, options: OpenOptions = {}): DiskImage {
     depth: 0,
     visited: [],
     options: { maxChainDepth: options.maxChainDepth ?? DEFAULT_MAX_CHAIN_DEPTH },
-    openParent: () => {
-      throw new Error('replaced in openAt');
-    },
+    // openAt gives every child context its own openParent
+    openParent: (p) => openAt(p, ctx),
   };
   return openAt(path, ctx);
 }
