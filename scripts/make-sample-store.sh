@@ -3,6 +3,7 @@
 #   OUT/win01/win01.vmdk (+ win01-000001.vmdk snapshot delta): GPT disk, EFI System partition
 #        and an NTFS "Basic data" partition with a Windows-like tree (monolithicSparse VMDK)
 #   OUT/lin01/lin01.vmdk: MBR disk with an ext4 partition holding a Linux-like tree (streamOptimized VMDK)
+#   OUT/sources/{win01,lin01}: the source trees the guests' files came from
 # Usage: scripts/make-sample-store.sh OUT
 set -euo pipefail
 OUT=${1:?usage: make-sample-store.sh OUT}
@@ -52,4 +53,8 @@ mkfs.ext4 -q -F -L linroot -d "$L" "$WORK/ext4.img" $((size / 2))k
 dd if="$WORK/ext4.img" of="$WORK/lin.raw" bs=512 seek="$start" conv=notrunc status=none
 mkdir -p "$OUT/lin01"
 qemu-img convert -f raw -O vmdk -o subformat=streamOptimized "$WORK/lin.raw" "$OUT/lin01/lin01.vmdk"
+# the source trees, for tests that compare what vdbak reads with what went in
+mkdir -p "$OUT/sources"
+cp -a "$W" "$OUT/sources/win01"
+cp -a "$L" "$OUT/sources/lin01"
 touch "$OUT/.done"
