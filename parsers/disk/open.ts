@@ -8,7 +8,6 @@
 import { realpathSync } from 'node:fs';
 import { errorsFor } from '../errors.js';
 import { FileSource } from './file.js';
-import { qcow2Format } from './qcow2/index.js';
 import { rawFormat } from './raw.js';
 import { vmdkFormat } from './vmdk/index.js';
 import {
@@ -22,7 +21,7 @@ import {
 /** Bytes handed to every probe. */
 export const PROBE_BYTES = 4096;
 
-export const FORMATS: DiskFormat[] = [vmdkFormat, qcow2Format, rawFormat];
+export const FORMATS: DiskFormat[] = [vmdkFormat, rawFormat];
 
 export function detectFormat(path: string): DiskFormat {
   const f = new FileSource(path, 'disk');
