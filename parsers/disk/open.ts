@@ -8,6 +8,7 @@
 import { realpathSync } from 'node:fs';
 import { errorsFor } from '../errors.js';
 import { FileSource } from './file.js';
+import { qcow2Format } from './qcow2/index.js';
 import { rawFormat } from './raw.js';
 import { vmdkFormat } from './vmdk/index.js';
 import {
