@@ -22,7 +22,7 @@ import {
 /** Bytes handed to every probe. */
 export const PROBE_BYTES = 4096;
 
-export const FORMATS: DiskFormat[] = [vmdkFormat, rawFormat];
+export const FORMATS: DiskFormat[] = [vmdkFormat, qcow2Format, rawFormat];
 
 export function detectFormat(path: string): DiskFormat {
   const f = new FileSource(path, 'disk');
