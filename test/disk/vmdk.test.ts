@@ -154,6 +154,20 @@ describe('vmdk public corpus', () => {
     });
   }
 
+  it('dissect sesparse.vmdk through a seSparse descriptor: content equals the staged digest, allocation equals qemu', () => {
+    const want = digests.get('<gunzipped>/vmdk/dissect/sesparse-desc.vmdk');
+    const path = join(dir, 'dissect/sesparse-desc.vmdk');
+    const dev = openDisk(path);
+    try {
+      expect(dev.subformat).toBe('seSparse');
+      expect(dev.size).toBe(want?.size);
+      expect(dev.allocated(0, dev.size)).toEqual(qemuDataRanges(`${path}.map.json`).ranges);
+      expect(deviceSha256(dev, 64 * 1024 * 1024)).toBe(want?.sha256);
+    } finally {
+      dev.close();
+    }
+  });
+
   it('vmdk-rs/4.vmdk (VMFS extent with an offset, which qemu rejects) reads like the other 10 MiB variants', () => {
     const dev = openDisk(join(dir, 'vmdk-rs/4.vmdk'));
     try {

@@ -19,6 +19,7 @@ import { u32le } from '../../bytes.js';
 import { errorsFor } from '../../errors.js';
 import { FileSource } from '../file.js';
 import type { ChainLink, DiskFormat, DiskImage, OpenContext } from '../types.js';
+import { COWD_HEADER_SIZE, COWD_MAGIC, openCowdExtent, parseCowdHeader } from './cowd.js';
 import {
   CID_NONE,
   type Descriptor,
@@ -30,6 +31,7 @@ import {
 } from './descriptor.js';
 import type { ExtentReader, ExtentSpan } from './extent.js';
 import { FlatExtent, ZeroExtent } from './flat.js';
+import { openSeSparseExtent } from './sesparse.js';
 import {
   type AllocationSpanner,
   readEmbeddedDescriptor,
@@ -37,9 +39,6 @@ import {
   SPARSE_MAGIC,
   SparseExtent,
 } from './sparse.js';
-
-/** "COWD" as the little-endian u32 at offset 0 (ESX vmfsSparse / Workstation 4 sparse). */
-export const COWD_MAGIC = 0x44574f43;
 
 interface Placed {
   start: number;
@@ -75,14 +74,17 @@ function openExtent(line: ExtentLine, dir: string, image: string): ExtentReader 
       case 'SPARSE': {
         const magic = file.size >= 4 ? u32le(file.read(0, 4, 'extent magic'), 0) : -1;
         if (magic === SPARSE_MAGIC) return new SparseExtent(file, size);
+        if (magic === COWD_MAGIC) return openCowdExtent(file, size);
         throw errorsFor({ image: path, layer: 'vmdk' }).corrupt(
-          magic === COWD_MAGIC ? 'VMDK_COWD_UNSUPPORTED' : 'VMDK_BAD_MAGIC',
-          magic === COWD_MAGIC ? 'COWD sparse extents are not read yet' : 'SPARSE extent without a "KDMV" header',
+          'VMDK_BAD_MAGIC',
+          'SPARSE extent with neither a "KDMV" nor a "COWD" header',
           { offset: 0 },
         );
       }
-      default:
-        throw err.unsupported('VMDK_EXTENT_UNSUPPORTED', `${line.type} extents are not read yet`, { offset: line.at });
+      case 'VMFSSPARSE':
+        return openCowdExtent(file, size);
+      case 'SESPARSE':
+        return openSeSparseExtent(file, size);
     }
   } catch (e) {
     file.close();
@@ -319,7 +321,10 @@ function openVmdk(path: string, ctx: OpenContext): VmdkImage {
     const magic = file.size >= 4 ? u32le(file.read(0, 4, 'magic'), 0) : -1;
     if (magic === SPARSE_MAGIC) return openSparseFile(path, file, ctx);
     if (magic === COWD_MAGIC) {
-      throw err.unsupported('VMDK_COWD_UNSUPPORTED', 'COWD sparse extents are not read yet', { offset: 0 });
+      // a COWD delta opened by itself: one extent, no descriptor, so no parent to read through to
+      const h = parseCowdHeader(file.read(0, Math.min(COWD_HEADER_SIZE, file.size), 'COWD header'), err);
+      const extent = openCowdExtent(file, h.numSectors * SECTOR);
+      return new VmdkImage(path, null, [extent], 'vmfsSparse', null);
     }
     if (file.size > MAX_DESCRIPTOR_BYTES) {
       throw err.limit('VMDK_DESCRIPTOR_TOO_LARGE', `a descriptor file of ${file.size} bytes`, {
