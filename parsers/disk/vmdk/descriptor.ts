@@ -90,30 +90,34 @@ export function parseDescriptor(bytes: Uint8Array, err: Errors, base = 0): Descr
   const text = Buffer.from(nul >= 0 ? bytes.subarray(0, nul) : bytes).toString('utf8');
   const d: Descriptor = { parentCid: CID_NONE, extents: [], ddb: {}, entries: {} };
   let pos = 0;
+  let at = base;
   let lineNo = 0;
   let totalSectors = 0;
   while (pos < text.length) {
     if (++lineNo > MAX_DESCRIPTOR_LINES) {
       throw err.limit('VMDK_DESCRIPTOR_LINES', `descriptor has more than ${MAX_DESCRIPTOR_LINES} lines`, {
-        offset: base + Buffer.byteLength(text.slice(0, pos)),
+        offset: at,
       });
     }
     let end = text.indexOf('\n', pos);
     if (end < 0) end = text.length;
     const raw = text.slice(pos, end);
-    const at = base + Buffer.byteLength(text.slice(0, pos));
+    const lineAt = at;
+    at += Buffer.byteLength(raw) + 1;
     pos = end + 1;
     const line = raw.replace(/\r$/, '').trim();
     if (line === '' || line.startsWith('#')) continue;
 
     if (/^(RW|RDONLY|NOACCESS)\s/.test(line)) {
-      const e = parseExtentLine(line, at, err);
+      const e = parseExtentLine(line, lineAt, err);
       totalSectors += e.sectors;
       if (totalSectors * SECTOR > MAX_DISK_SIZE) {
-        throw err.limit('VMDK_DISK_TOO_LARGE', `extents add up to more than ${MAX_DISK_SIZE} bytes`, { offset: at });
+        throw err.limit('VMDK_DISK_TOO_LARGE', `extents add up to more than ${MAX_DISK_SIZE} bytes`, {
+          offset: lineAt,
+        });
       }
       if (d.extents.length >= MAX_EXTENTS) {
-        throw err.limit('VMDK_TOO_MANY_EXTENTS', `more than ${MAX_EXTENTS} extents`, { offset: at });
+        throw err.limit('VMDK_TOO_MANY_EXTENTS', `more than ${MAX_EXTENTS} extents`, { offset: lineAt });
       }
       d.extents.push(e);
       continue;
@@ -127,12 +131,12 @@ export function parseDescriptor(bytes: Uint8Array, err: Errors, base = 0): Descr
     if (key === 'version') {
       const v = Number(value);
       if (!Number.isSafeInteger(v) || v < 0) {
-        throw err.corrupt('VMDK_DESCRIPTOR_VERSION', `bad descriptor version "${value}"`, { offset: at });
+        throw err.corrupt('VMDK_DESCRIPTOR_VERSION', `bad descriptor version "${value}"`, { offset: lineAt });
       }
       d.version = v;
     } else if (key === 'CID' || key === 'parentCID') {
       if (!CID_RE.test(value)) {
-        throw err.corrupt('VMDK_DESCRIPTOR_CID', `bad ${key} "${value}"`, { offset: at });
+        throw err.corrupt('VMDK_DESCRIPTOR_CID', `bad ${key} "${value}"`, { offset: lineAt });
       }
       const cid = Number.parseInt(value, 16);
       if (key === 'CID') d.cid = cid;

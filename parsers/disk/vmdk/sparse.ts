@@ -303,7 +303,11 @@ export class SparseExtent implements ExtentReader, AllocationSpanner {
       gd = this.loadGd(header.gdOffset ?? 0, gdEntries, footer ? 'footer' : 'header');
     } catch (e) {
       if (!isVdbakError(e) || !(header.flags & FLAG_REDUNDANT_GT) || header.rgdOffset === 0) throw e;
-      gd = this.loadGd(header.rgdOffset, gdEntries, 'redundant');
+      try {
+        gd = this.loadGd(header.rgdOffset, gdEntries, 'redundant');
+      } catch {
+        throw e; // both unusable: report the primary's problem
+      }
       which = `redundant (primary unusable: ${e.code})`;
     }
     this.gd = gd;
