@@ -226,7 +226,13 @@ export function parseGptEntries(array: Uint8Array, h: GptHeader, sectorSize: num
 }
 
 /** Reads and checks one copy (header + entry array) whose header is at `lba`. Throws a typed error if unusable. */
-export function readGptCopy(dev: BlockDevice, sectorSize: number, lba: number, err: Errors): GptTable {
+export function readGptCopy(
+  dev: BlockDevice,
+  sectorSize: number,
+  lba: number,
+  err: Errors,
+  checkArrayCrc = true,
+): GptTable {
   const at = lba * sectorSize;
   if (at + sectorSize > dev.size) {
     throw err.truncated('GPT_HEADER_PAST_END', `GPT header LBA ${lba} lies past the end of the device`, { offset: at });
@@ -242,7 +248,7 @@ export function readGptCopy(dev: BlockDevice, sectorSize: number, lba: number, e
   }
   const array = dev.read(arrayAt, arrayBytes);
   const computed = crc32(array);
-  if (computed !== h.entriesCrc) {
+  if (checkArrayCrc && computed !== h.entriesCrc) {
     throw err.corrupt(
       'GPT_ENTRIES_CRC',
       `entry array CRC32 0x${h.entriesCrc.toString(16)} != computed 0x${computed.toString(16)}`,
@@ -259,25 +265,24 @@ export function readGptCopy(dev: BlockDevice, sectorSize: number, lba: number, e
  */
 export function readGpt(dev: BlockDevice, sectorSize: number, err: Errors, warnings: string[]): GptTable {
   const lastLba = Math.floor(dev.size / sectorSize) - 1;
-  let primaryError: VdbakError;
+  const failures: { lba: number; error: VdbakError }[] = [];
   try {
     const table = readGptCopy(dev, sectorSize, PRIMARY_LBA, err);
     checkBackup(dev, sectorSize, table.header, err, warnings);
     return table;
   } catch (e) {
     if (!isVdbakError(e)) throw e;
-    primaryError = e;
+    failures.push({ lba: PRIMARY_LBA, error: e });
   }
-  const candidates = new Set<number>();
+  const primaryError = failures[0]?.error as VdbakError;
+  const backups = new Set<number>();
   try {
-    const h = parseGptHeader(dev.read(sectorSize, sectorSize), PRIMARY_LBA, sectorSize, err);
-    candidates.add(h.alternateLba);
+    backups.add(parseGptHeader(dev.read(sectorSize, sectorSize), PRIMARY_LBA, sectorSize, err).alternateLba);
   } catch (e) {
     if (!isVdbakError(e)) throw e;
   }
-  candidates.add(lastLba);
-  const backupErrors: VdbakError[] = [];
-  for (const lba of candidates) {
+  backups.add(lastLba);
+  for (const lba of backups) {
     if (lba <= PRIMARY_LBA) continue;
     try {
       const table = readGptCopy(dev, sectorSize, lba, err);
@@ -285,13 +290,23 @@ export function readGpt(dev: BlockDevice, sectorSize: number, err: Errors, warni
       return table;
     } catch (e) {
       if (!isVdbakError(e)) throw e;
-      backupErrors.push(e);
+      failures.push({ lba, error: e });
     }
+  }
+  // No copy is intact. One whose header checks out but whose array CRC does not is still the
+  // best account of the disk there is (e.g. names edited in place): read it, and say so.
+  const arrayOnly = failures.find((f) => f.error.code === 'GPT_ENTRIES_CRC');
+  if (arrayOnly) {
+    const table = readGptCopy(dev, sectorSize, arrayOnly.lba, err, false);
+    warnings.push(
+      `no GPT copy is intact (${failures.map((f) => f.error.message).join('; ')}); the entries at LBA ${table.header.entriesLba} are used although their CRC32 does not match`,
+    );
+    return table;
   }
   throw err.corrupt(
     'GPT_NO_VALID_COPY',
-    `neither GPT copy is usable: primary: ${primaryError.message}; backup: ${backupErrors.map((e) => e.message).join('; ') || 'none on the device'}`,
-    { offset: sectorSize, primary: primaryError.code, backup: backupErrors.map((e) => e.code) },
+    `neither GPT copy is usable: ${failures.map((f) => `LBA ${f.lba}: ${f.error.message}`).join('; ')}`,
+    { offset: sectorSize, codes: failures.map((f) => f.error.code) },
   );
 }
 

@@ -11,7 +11,14 @@ import { MemoryDevice } from '../../parsers/blockdevice.js';
 import { readVolumeMap } from '../../parsers/volume/index.js';
 import { GPT_TYPES, MBR_TYPES } from '../../parsers/volume/typenames.js';
 import { fixture, run } from '../helpers/fixtures.js';
-import { expectMatchesMmls, expectMatchesSfdisk, mapOf, parseMmls, readSfdiskJson } from './oracles.js';
+import {
+  expectMatchesMmls,
+  expectMatchesSfdisk,
+  expectVolumesWithin,
+  mapOf,
+  parseMmls,
+  readSfdiskJson,
+} from './oracles.js';
 
 describe('dos disks made by sfdisk', () => {
   const dir = fixture('volume-dos.sh');
@@ -23,7 +30,9 @@ describe('dos disks made by sfdisk', () => {
     const path = join(dir, img);
     const map = mapOf(path);
     const table = readSfdiskJson(join(dir, json));
-    expectMatchesSfdisk(map, table, statSync(path).size);
+    expectMatchesSfdisk(map, table);
+    expectVolumesWithin(map, statSync(path).size);
+    expect(map.volumes).toEqual(map.partitions.filter((p) => !p.extended));
     expect(map.partitions.filter((p) => p.logical)).toHaveLength(5);
     expectMatchesMmls(map, parseMmls(readFileSync(join(dir, mm), 'utf8')));
     expect(map.warnings).toEqual([]);
@@ -62,7 +71,9 @@ describe('gpt disks made by sfdisk', () => {
   ])('%s matches sfdisk --json and mmls', (img, json, mm) => {
     const path = join(dir, img);
     const map = mapOf(path);
-    expectMatchesSfdisk(map, readSfdiskJson(join(dir, json)), statSync(path).size);
+    expectMatchesSfdisk(map, readSfdiskJson(join(dir, json)));
+    expectVolumesWithin(map, statSync(path).size);
+    expect(map.volumes).toEqual(map.partitions.filter((p) => !p.extended));
     expect(map.partitions).toHaveLength(7);
     expectMatchesMmls(map, parseMmls(readFileSync(join(dir, mm), 'utf8')));
     expect(map.warnings).toEqual([]);
@@ -98,7 +109,9 @@ describe('gpt disks made by sfdisk', () => {
     expect(map.warnings[0]).toContain(`using the backup GPT at LBA ${lastLba}`);
     expect(map.warnings[0]).toContain(`[${code}]`);
     map.warnings = [];
-    expectMatchesSfdisk(map, table, statSync(path).size);
+    expectMatchesSfdisk(map, table);
+    expectVolumesWithin(map, statSync(path).size);
+    expect(map.volumes).toEqual(map.partitions.filter((p) => !p.extended));
   });
 
   it('warns when the backup GPT of a good primary is damaged', () => {
@@ -106,7 +119,9 @@ describe('gpt disks made by sfdisk', () => {
     const reserved = bytes.length - 512 + 20; // reserved field of the backup header: its CRC no longer matches
     bytes[reserved] = (bytes[reserved] ?? 0) ^ 0xff;
     const map = readVolumeMap(new MemoryDevice(bytes, 'gpt-bad-backup'));
-    expectMatchesSfdisk({ ...map, warnings: [] }, table, bytes.length);
+    expectMatchesSfdisk({ ...map, warnings: [] }, table);
+    expectVolumesWithin(map, bytes.length);
+    expect(map.volumes).toEqual(map.partitions.filter((p) => !p.extended));
     expect(map.warnings).toHaveLength(1);
     expect(map.warnings[0]).toMatch(/backup GPT is damaged .*GPT_HEADER_CRC/);
   });
