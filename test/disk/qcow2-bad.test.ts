@@ -25,9 +25,10 @@ const scratch = mkdtempSync(join(tmpdir(), 'vdbak-qcow2-bad-'));
 let copies = 0;
 
 /** A copy of fixture `name` with `edit` applied to its bytes. */
-function patched(name: string, edit: (b: Buffer) => Buffer | undefined): string {
+function patched(name: string, edit: (b: Buffer) => unknown): string {
   const b = readFileSync(join(dir, name));
-  const out = edit(b) ?? b;
+  const edited = edit(b);
+  const out = Buffer.isBuffer(edited) ? edited : b;
   const path = join(scratch, `${copies++}-${name}`);
   writeFileSync(path, out);
   return path;
@@ -231,6 +232,25 @@ describe('qcow2 backing chains and header flags', () => {
     } finally {
       dev.close();
     }
+  });
+
+  it('a backing file whose format is named raw is read raw, never probed (as qemu does)', () => {
+    for (const name of ['raw-backed', 'raw-backed-trap']) {
+      const dev = openDisk(join(dir, `${name}.qcow2`));
+      try {
+        expect(dev.chain.map((l) => l.format)).toEqual(['qcow2', 'raw']);
+        expect(dev.chain[0]?.facts?.backingFormat).toBe('raw');
+        expect(deviceSha256(dev)).toBe(readFileSync(join(dir, `${name}.sha256`), 'utf8').trim());
+      } finally {
+        dev.close();
+      }
+    }
+  });
+
+  it('a backing file that is not the format the header names is a ChainError', () => {
+    const p = join(dir, 'raw-backed-wrongfmt.qcow2');
+    const at = Number(readFileSync(p).readBigUInt64BE(HEADER.backingFileOffset[0]));
+    expectTyped(open(p), ChainError, 'QCOW2_BACKING_FORMAT', p, at);
   });
 
   it('dirty and corrupt bits are recorded in the facts and the image still reads as qemu reads it', () => {

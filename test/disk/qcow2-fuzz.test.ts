@@ -81,7 +81,6 @@ describe('qcow2 fuzz: mutated headers, L1/L2 tables and compressed clusters', ()
           expectTypedOrOk(tally, index, () => exercise(target));
         }
       }
-      console.log(name, tally.ok, tally.typed, [...tally.codes.entries()].join(' '));
       expect(tally.ok + tally.typed).toBe(Object.keys(regions).length * CASES_PER_REGION);
       // the mutations must reach the checks, not only bytes nobody reads
       expect(tally.typed).toBeGreaterThan(CASES_PER_REGION / 4);

@@ -19,6 +19,7 @@ import { type ByteRange, checkRead } from '../../blockdevice.js';
 import { MiB, u64be } from '../../bytes.js';
 import { type Errors, errorsFor } from '../../errors.js';
 import { FileSource } from '../file.js';
+import { RawImage } from '../raw.js';
 import type { ChainLink, DiskImage, OpenContext } from '../types.js';
 import { BufferLru } from './cache.js';
 import { decompressCluster } from './decompress.js';
@@ -301,7 +302,7 @@ export function openQcow2(path: string, ctx: OpenContext): Qcow2Image {
     let backingName: string | null = null;
     if (header.backingFileOffset !== 0) {
       backingName = file.read(header.backingFileOffset, header.backingFileSize, 'backing file name').toString('utf8');
-      backing = openBacking(path, backingName, header, ctx, err);
+      backing = openBacking(path, backingName, extensions.backingFormat, header, ctx, err);
     }
     return new Qcow2Image(path, file, header, extensions, l1, dataFile, backing, backingName);
   } catch (e) {
@@ -327,19 +328,40 @@ function openDataFile(path: string, ext: Qcow2Extensions, err: Errors): FileSour
   return new FileSource(full, 'qcow2');
 }
 
-function openBacking(path: string, name: string, h: Qcow2Header, ctx: OpenContext, err: Errors): DiskImage {
+/**
+ * Opens the backing file, resolved relative to the child's folder. A backing
+ * format named in the header is obeyed as qemu obeys it: "raw" is opened as
+ * raw without probing (a raw disk's guest may have written any header into
+ * it), and any other named format must be what the file turns out to be.
+ */
+function openBacking(
+  path: string,
+  name: string,
+  format: string | undefined,
+  h: Qcow2Header,
+  ctx: OpenContext,
+  err: Errors,
+): DiskImage {
+  const at = h.backingFileOffset;
   if (/^[a-z][a-z0-9+.-]*:/i.test(name) && !name.startsWith('file:')) {
-    throw err.unsupported('QCOW2_BACKING_PROTOCOL', `backing file ${name} is not a plain file`, {
-      offset: h.backingFileOffset,
-    });
+    throw err.unsupported('QCOW2_BACKING_PROTOCOL', `backing file ${name} is not a plain file`, { offset: at });
   }
   const plain = name.startsWith('file:') ? name.slice('file:'.length) : name;
   const full = isAbsolute(plain) ? plain : resolve(dirname(path), plain);
   if (!existsSync(full)) {
     throw err.chain('QCOW2_BACKING_MISSING', `backing file ${name} (${full}) not found`, {
-      offset: h.backingFileOffset,
+      offset: at,
       backingFile: full,
     });
   }
-  return ctx.openParent(full, path);
+  if (format === 'raw') return new RawImage(full);
+  const parent = ctx.openParent(full, path);
+  if (format !== undefined && parent.format !== format) {
+    parent.close();
+    throw err.chain('QCOW2_BACKING_FORMAT', `backing file ${full} is ${parent.format}, the header says ${format}`, {
+      offset: at,
+      backingFile: full,
+    });
+  }
+  return parent;
 }
