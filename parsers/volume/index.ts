@@ -75,6 +75,7 @@ export function readVolumeMap(dev: BlockDevice, opts: VolumeOptions = {}): Volum
     try {
       const t = readGpt(dev, gptSize, errorsFor({ image: dev.name, layer: 'gpt' }), gptWarnings);
       warnings.push('sector 0 holds no protective MBR, but a valid GPT was found and is used', ...gptWarnings);
+      warnings.push(...t.problems);
       return finish(dev, 'gpt', gptSize, t.header.diskGuid, gptVolumes(t, gptSize), warnings);
     } catch (e) {
       if (!isVdbakError(e)) throw e;
@@ -102,6 +103,7 @@ function fromProtectiveMbr(dev: BlockDevice, mbr: MbrRecord, opts: VolumeOptions
   const sectorSize = detectGptSectorSize(dev, opts) ?? opts.sectorSize ?? 512;
   try {
     const t = readGpt(dev, sectorSize, errorsFor({ image: dev.name, layer: 'gpt' }), warnings);
+    warnings.push(...t.problems);
     return finish(dev, 'gpt', sectorSize, t.header.diskGuid, gptVolumes(t, sectorSize), warnings);
   } catch (e) {
     if (!isVdbakError(e) || others.length === 0) throw e;

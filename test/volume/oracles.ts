@@ -72,6 +72,13 @@ export function expectMatchesSfdisk(map: VolumeMap, t: SfdiskTable): void {
  * the table's length), those starting past the end left out.
  */
 export function expectVolumesWithin(map: VolumeMap, deviceSize: number): void {
+  if (map.scheme === 'none') {
+    expect(map.partitions).toEqual([]);
+    expect(map.volumes).toEqual([
+      { index: 1, offset: 0, length: deviceSize, scheme: 'none', type: 'none', typeName: 'whole disk', name: '' },
+    ]);
+    return;
+  }
   const expected = map.partitions
     .filter((p) => !p.extended && p.offset < deviceSize)
     .map((p) =>
