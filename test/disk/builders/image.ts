@@ -104,3 +104,15 @@ export function qemuMapRuns(json: string): SpanRun[] {
   }
   return runs;
 }
+
+/** The data ranges of a `qemu-img map --output=json`, merged (what BlockDevice.allocated must list). */
+export function qemuDataRanges(json: string): { offset: number; length: number }[] {
+  const out: { offset: number; length: number }[] = [];
+  for (const m of JSON.parse(json) as { start: number; length: number; data: boolean }[]) {
+    if (!m.data) continue;
+    const prev = out[out.length - 1];
+    if (prev && prev.offset + prev.length === m.start) prev.length += m.length;
+    else out.push({ offset: m.start, length: m.length });
+  }
+  return out;
+}
