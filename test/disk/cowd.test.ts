@@ -166,3 +166,45 @@ describe('COWD: built layouts checked against qemu-img', () => {
     });
   }
 });
+
+describe('COWD: the largest delta (2 TiB, sector numbers at the 32-bit limit)', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'vdbak-cowd-big-'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  const capacitySectors = 0xffffffff; // COWD counts sectors in a u32
+  const bytes = capacitySectors * 512;
+  // 1-sector grains: beyond 2^31 sectors (signed 32-bit), the very last sector, and one at 4 GiB
+  const at = [0x80000000, 0xfffffffe, 2 ** 23, 0x7fffffff, 0];
+  const spec: CowdSpec = {
+    capacitySectors,
+    grainSectors: 1,
+    grains: at.map((index, i) => ({ index, data: Buffer.alloc(512, 0xa0 + i) })),
+  };
+
+  it('reads each grain where qemu-io finds it, and the rest as absent', () => {
+    const d = writeDelta(dir, 'big', 'vmfsSparse', 'VMFSSPARSE', capacitySectors, buildCowd(spec).image);
+    const e = openCowdExtent(new FileSource(d.extentPath, 'vmdk'), bytes);
+    try {
+      const runs = extentSpans(e);
+      const data = runs.filter((r) => r.kind === 'data').map((r) => r.start);
+      expect(data).toEqual([...at].sort((a, b) => a - b).map((s) => s * 512));
+      expect(runs.every((r) => r.kind !== 'zero')).toBe(true);
+      const cmds: string[] = [];
+      at.forEach((sector, i) => {
+        const s = e.span(sector * 512, 512);
+        if (s.kind !== 'data') throw new Error(`grain ${sector} is ${s.kind}`);
+        expect(s.file.read(s.fileOffset, 512).equals(Buffer.alloc(512, 0xa0 + i))).toBe(true);
+        cmds.push('-c', `read -P 0x${(0xa0 + i).toString(16)} ${sector * 512} 512`);
+      });
+      // around them: absent, read as zeros without a parent
+      for (const off of [512, 0x80000001 * 512, bytes - 1024, 0xffffffe * 512]) {
+        expect(e.span(off, 512).kind).toBe('absent');
+        cmds.push('-c', `read -P 0 ${off} 512`);
+      }
+      const out = run('qemu-io', ['-f', 'vmdk', '-r', ...cmds, d.alone]);
+      expect(out).not.toContain('verification failed');
+      expect(out.match(/^read 512\/512 bytes/gm)?.length).toBe(cmds.length / 2);
+    } finally {
+      e.close();
+    }
+  });
+});

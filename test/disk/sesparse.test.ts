@@ -202,3 +202,54 @@ describe('SEsparse: built layouts checked against qemu-img', () => {
     });
   }
 });
+
+describe('SEsparse: a 4 TiB delta (offsets and cluster numbers past 32 bits)', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'vdbak-sesparse-big-'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  const capacitySectors = 2 ** 33;
+  const bytes = capacitySectors * 512;
+  const lastGrain = bytes / GRAIN - 1;
+  const spec: SeSparseSpec = {
+    capacitySectors,
+    grains: [
+      { index: 2 ** 29, kind: 'data', data: Buffer.alloc(GRAIN, 0xb1) }, // 2 TiB
+      { index: 2 ** 20 + 3, kind: 'data', data: Buffer.alloc(GRAIN, 0xb2), cluster: 2 ** 20 + 5 }, // cluster past 2^20
+      { index: lastGrain, kind: 'data', data: Buffer.alloc(GRAIN, 0xb3) },
+      { index: lastGrain - 1, kind: 'zero' },
+      { index: 2 ** 29 + 1, kind: 'unmapped' },
+    ],
+  };
+
+  it('reads each grain where qemu-io finds it; zero, unmapped and absent grains read as zeros', () => {
+    const d = writeDelta(dir, 'big', 'seSparse', 'SESPARSE', capacitySectors, buildSeSparse(spec).image);
+    const e = openSeSparseExtent(new FileSource(d.extentPath, 'vmdk'), bytes);
+    try {
+      const runs = extentSpans(e);
+      expect(runs.filter((r) => r.kind === 'data').map((r) => r.start / GRAIN)).toEqual([
+        2 ** 20 + 3,
+        2 ** 29,
+        lastGrain,
+      ]);
+      expect(runs.filter((r) => r.kind === 'zero').map((r) => r.start / GRAIN)).toEqual([2 ** 29 + 1, lastGrain - 1]);
+      const cmds: string[] = [];
+      for (const g of spec.grains) {
+        const s = e.span(g.index * GRAIN, GRAIN);
+        const fill = g.data?.[0] ?? 0;
+        if (g.kind === 'data') {
+          if (s.kind !== 'data') throw new Error(`grain ${g.index} is ${s.kind}`);
+          expect(s.file.read(s.fileOffset, GRAIN).equals(Buffer.alloc(GRAIN, fill))).toBe(true);
+        } else expect(s.kind).toBe('zero');
+        cmds.push('-c', `read -P 0x${fill.toString(16)} ${g.index * GRAIN} ${GRAIN}`);
+      }
+      for (const off of [GRAIN, 2 ** 41 - GRAIN, bytes - 3 * GRAIN]) {
+        expect(e.span(off, GRAIN).kind).toBe('absent');
+        cmds.push('-c', `read -P 0 ${off} ${GRAIN}`);
+      }
+      const out = run('qemu-io', ['-f', 'vmdk', '-r', ...cmds, d.alone]);
+      expect(out).not.toContain('verification failed');
+      expect(out.match(/^read 4096\/4096 bytes/gm)?.length).toBe(cmds.length / 2);
+    } finally {
+      e.close();
+    }
+  });
+});
