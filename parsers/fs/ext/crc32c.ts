@@ -1,0 +1,65 @@
+/**
+ * CRC-32C (Castagnoli, reflected polynomial 0x82F63B78) as ext4 uses it for
+ * metadata_csum: the raw register update with no final inversion
+ * (the kernel's `crc32c(crc, data, len)`), so callers pass the seed
+ * (0xffffffff, or the filesystem's checksum seed) and compare the result as is.
+ * Spec: kernel Documentation/filesystems/ext4/checksums.rst.
+ */
+
+const POLY = 0x82f63b78;
+
+/** Slicing-by-8 tables: TABLES[k][b] is the CRC of byte b followed by k zero bytes. */
+const TABLES: Uint32Array[] = (() => {
+  const t = Array.from({ length: 8 }, () => new Uint32Array(256));
+  const t0 = t[0] as Uint32Array;
+  for (let i = 0; i < 256; i++) {
+    let c = i;
+    for (let k = 0; k < 8; k++) c = c & 1 ? (c >>> 1) ^ POLY : c >>> 1;
+    t0[i] = c >>> 0;
+  }
+  for (let i = 0; i < 256; i++) {
+    for (let k = 1; k < 8; k++) {
+      const prev = (t[k - 1] as Uint32Array)[i] as number;
+      (t[k] as Uint32Array)[i] = ((prev >>> 8) ^ (t0[prev & 0xff] as number)) >>> 0;
+    }
+  }
+  return t;
+})();
+
+/** Continues a CRC-32C register over `data` (no pre- or post-inversion). */
+export function crc32c(crc: number, data: Uint8Array): number {
+  const [t0, t1, t2, t3, t4, t5, t6, t7] = TABLES as [
+    Uint32Array,
+    Uint32Array,
+    Uint32Array,
+    Uint32Array,
+    Uint32Array,
+    Uint32Array,
+    Uint32Array,
+    Uint32Array,
+  ];
+  let c = crc >>> 0;
+  let i = 0;
+  const n = data.length;
+  for (; i + 8 <= n; i += 8) {
+    const a = (c ^ (data[i]! | (data[i + 1]! << 8) | (data[i + 2]! << 16) | (data[i + 3]! << 24))) >>> 0;
+    c =
+      t7[a & 0xff]! ^
+      t6[(a >>> 8) & 0xff]! ^
+      t5[(a >>> 16) & 0xff]! ^
+      t4[a >>> 24]! ^
+      t3[data[i + 4]!]! ^
+      t2[data[i + 5]!]! ^
+      t1[data[i + 6]!]! ^
+      t0[data[i + 7]!]!;
+  }
+  for (; i < n; i++) c = (c >>> 8) ^ t0[(c ^ data[i]!) & 0xff]!;
+  return c >>> 0;
+}
+
+/** CRC-32C register continued over one little-endian u32. */
+export function crc32cU32(crc: number, v: number): number {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(v >>> 0, 0);
+  return crc32c(crc, b);
+}

@@ -1,0 +1,579 @@
+/**
+ * The ext2/ext3/ext4 FileSystem (parsers/fs/types.ts) on a volume.
+ *
+ * Opening reads the superblock and every group descriptor. Inodes are read
+ * through a small cache of large inode-table chunks, so walking a directory
+ * (whose children are fetched in inode order, which is disk order) turns
+ * into a few big sequential reads instead of one read per inode. Per-walk
+ * state is a set of visited directory inodes (cycle detection) and the stack
+ * of directories still to list; nothing is kept per file.
+ *
+ * The journal is never replayed: a filesystem that needs recovery is opened
+ * as it is on disk and reported as not clean by info().
+ * Names are decoded as described in names.ts; inline files and directories
+ * in inline.ts; checksum mismatches and local damage go to `problems`.
+ */
+import type { BlockDevice } from '../../blockdevice.js';
+import { type Errors, errorsFor, isVdbakError, type VdbakError } from '../../errors.js';
+import type { DataRun, FileSystem, FsEntry, FsInfo, FsProblem, Xattr } from '../types.js';
+import { blockMapRuns } from './blockmap.js';
+import { type DirRecord, parseDirBlock } from './dir.js';
+import { extentRuns } from './extents.js';
+import { BG_INODE_UNINIT, type GroupTable, readGroups } from './groups.js';
+import { inlineContent, inlineDirAreas } from './inline.js';
+import {
+  deviceNumber,
+  I_BLOCK_SIZE,
+  INODE_FLAGS,
+  type Inode,
+  inodeSeed,
+  isUnusedInode,
+  parseInode,
+  ROOT_INO,
+} from './inode.js';
+import { decodeName, encodeName } from './names.js';
+import type { BlockRun, MapContext } from './runs.js';
+import {
+  COMPAT,
+  featureNames,
+  INCOMPAT,
+  isClean,
+  parseSuperblock,
+  RO_COMPAT,
+  readSuperblock,
+  type Superblock,
+} from './superblock.js';
+import { INLINE_DATA_XATTR, parseInodeXattrs, parseXattrBlock } from './xattr.js';
+
+/** Inode-table bytes fetched per read. */
+const INODE_CHUNK = 256 * 1024;
+/** Inode-table chunks kept (INODE_CHUNK each). */
+const INODE_CACHE_CHUNKS = 64;
+/** Directory blocks fetched per read. */
+const DIR_READ_BYTES = 1024 * 1024;
+/** Names one directory may hold before we refuse it (large_dir allows ~2^32 blocks of records). */
+const MAX_DIR_ENTRIES = 1 << 24;
+/** Longest symlink target we decode (PATH_MAX). */
+const MAX_SYMLINK = 4096;
+/** Problems kept in `problems`; later ones are only counted. */
+const MAX_PROBLEMS = 10_000;
+const XATTR_CACHE_BLOCKS = 256;
+
+export class ExtFileSystem implements FileSystem {
+  readonly type = 'ext';
+  readonly problems: FsProblem[] = [];
+  /** Problems found, including those past MAX_PROBLEMS that were not kept. */
+  problemCount = 0;
+  readonly sb: Superblock;
+  private readonly err: Errors;
+  private readonly groups: GroupTable;
+  private readonly inodeCache = new Map<number, Buffer>();
+  private readonly xattrCache = new Map<number, Xattr[]>();
+  private readonly reportedInodes = new Set<number>();
+  private runCache: { id: string; runs: DataRun[] } | undefined;
+
+  constructor(private readonly dev: BlockDevice) {
+    this.err = errorsFor({ image: dev.name, layer: 'ext' });
+    this.sb = parseSuperblock(readSuperblock(dev, this.err), dev.size, this.err);
+    if (!this.sb.checksumOk) {
+      this.problem(this.err.corrupt('EXT_SB_CSUM', 'superblock checksum mismatch', { offset: 1024 }));
+    }
+    const end = this.sb.blocksCount * this.sb.blockSize;
+    if (end > dev.size) {
+      this.problem(
+        this.err.truncated('EXT_VOLUME_SHORT', `filesystem of ${end} bytes on a volume of ${dev.size}`, {
+          offset: dev.size,
+        }),
+      );
+    }
+    this.groups = readGroups(dev, this.sb, this.err);
+    for (const g of this.groups.badChecksum) {
+      this.problem(this.err.corrupt('EXT_GD_CSUM', `group descriptor ${g} checksum mismatch`, { group: g }));
+    }
+    for (const e of this.groups.damaged) this.problem(e);
+  }
+
+  info(): FsInfo {
+    const sb = this.sb;
+    const uuid = Buffer.from(sb.uuid).toString('hex');
+    return {
+      type: extVersion(sb),
+      label: sb.label,
+      uuid: `${uuid.slice(0, 8)}-${uuid.slice(8, 12)}-${uuid.slice(12, 16)}-${uuid.slice(16, 20)}-${uuid.slice(20)}`,
+      blockSize: sb.blockSize,
+      totalBytes: sb.blocksCount * sb.blockSize,
+      usedBytes: Math.max(0, sb.blocksCount - sb.freeBlocksCount) * sb.blockSize,
+      clean: isClean(sb),
+      features: featureNames(sb.compat, sb.incompat, sb.roCompat),
+      facts: {
+        inodeCount: sb.inodesCount,
+        freeInodes: sb.freeInodesCount,
+        inodeSize: sb.inodeSize,
+        groups: sb.groupCount,
+        clusterSize: sb.clusterSize,
+        lastMountedOn: sb.lastMounted,
+        createdBy: sb.creatorOs,
+        revision: sb.revLevel,
+        state: sb.state,
+        needsRecovery: (sb.incompat & INCOMPAT.needs_recovery) !== 0,
+        mkfsTime: sb.mkfsTime,
+        lastWriteTime: sb.wtime,
+        lastMountTime: sb.mtime,
+        problems: this.problemCount,
+      },
+    };
+  }
+
+  // ---- entries -------------------------------------------------------------
+
+  *walk(): Generator<FsEntry> {
+    const root = this.inode(ROOT_INO);
+    if (root.type !== 'dir') {
+      throw this.err.corrupt('EXT_ROOT_NOT_DIR', 'the root inode is not a directory', { inode: ROOT_INO });
+    }
+    yield this.entry(root, '/', '');
+    const visited = new Set<number>([ROOT_INO]);
+    const stack: { ino: number; path: string }[] = [{ ino: ROOT_INO, path: '' }];
+    while (stack.length > 0) {
+      const dir = stack.pop() as { ino: number; path: string };
+      const children: { ino: number; path: string }[] = [];
+      for (const { inode, path, name } of this.children(dir.ino, dir.path)) {
+        const e = this.entry(inode, path, name);
+        yield e;
+        if (inode.type !== 'dir') continue;
+        if (visited.has(inode.ino)) {
+          this.problem(
+            this.err.corrupt('EXT_DIR_CYCLE', `directory inode ${inode.ino} is reached twice (a cycle)`, {
+              inode: inode.ino,
+            }),
+            path,
+          );
+          continue;
+        }
+        visited.add(inode.ino);
+        children.push({ ino: inode.ino, path });
+      }
+      // Reversed so that the pop order follows the directory's own order.
+      for (let i = children.length - 1; i >= 0; i--) stack.push(children[i] as { ino: number; path: string });
+    }
+  }
+
+  lookup(path: string): FsEntry | undefined {
+    const found = this.resolve(path);
+    return found && this.entry(found.inode, found.path, found.name);
+  }
+
+  list(dirPath: string): FsEntry[] {
+    const found = this.resolve(dirPath);
+    if (!found) throw this.err.notFound('EXT_NOT_FOUND', `no such directory ${dirPath}`);
+    if (found.inode.type !== 'dir') throw this.err.notFound('EXT_NOT_A_DIR', `${dirPath} is not a directory`);
+    return [...this.children(found.inode.ino, found.path === '/' ? '' : found.path)].map((c) =>
+      this.entry(c.inode, c.path, c.name),
+    );
+  }
+
+  /** The live children of directory `ino` whose path is `dirPath` ('' for the root), in inode order. */
+  private *children(ino: number, dirPath: string): Generator<{ inode: Inode; path: string; name: string }> {
+    let records: DirRecord[];
+    try {
+      records = this.dirRecords(this.inode(ino));
+    } catch (e) {
+      this.local(e, dirPath || '/');
+      return;
+    }
+    records.sort((a, b) => a.ino - b.ino);
+    for (const r of records) {
+      const name = decodeName(r.name);
+      if (name === '.' || name === '..') continue;
+      const path = `${dirPath}/${name}`;
+      if (r.name.includes(0x2f) || r.name.includes(0)) {
+        this.problem(this.err.corrupt('EXT_BAD_NAME', 'directory entry name holds / or NUL', { inode: ino }), path);
+        continue;
+      }
+      let inode: Inode;
+      try {
+        inode = this.inode(r.ino);
+      } catch (e) {
+        this.local(e, path);
+        continue;
+      }
+      if (isUnusedInode(inode.raw)) {
+        this.problem(
+          this.err.corrupt('EXT_DANGLING_ENTRY', `entry points to unused inode ${r.ino}`, { inode: r.ino }),
+          path,
+        );
+        continue;
+      }
+      yield { inode, path, name };
+    }
+  }
+
+  private resolve(path: string): { inode: Inode; path: string; name: string } | undefined {
+    const parts = path.split('/').filter((p) => p !== '' && p !== '.');
+    let inode = this.inode(ROOT_INO);
+    let cur = '';
+    let name = '';
+    for (const part of parts) {
+      if (inode.type !== 'dir') return undefined;
+      const want = encodeName(part);
+      const rec = this.dirRecords(inode).find((r) => Buffer.from(r.name).equals(want));
+      if (!rec) return undefined;
+      inode = this.inode(rec.ino);
+      if (isUnusedInode(inode.raw)) return undefined;
+      cur = `${cur}/${part}`;
+      name = part;
+    }
+    return { inode, path: cur || '/', name };
+  }
+
+  private entry(inode: Inode, path: string, name: string): FsEntry {
+    const e: FsEntry = {
+      id: String(inode.ino),
+      path,
+      name,
+      type: inode.type,
+      size: inode.type === 'file' || inode.type === 'dir' || inode.type === 'symlink' ? inode.size : 0,
+      mode: inode.mode & 0o7777,
+      uid: inode.uid,
+      gid: inode.gid,
+      mtimeNs: inode.mtimeNs,
+      atimeNs: inode.atimeNs,
+      ctimeNs: inode.ctimeNs,
+      nlink: inode.links,
+    };
+    if (inode.crtimeNs !== undefined) e.birthtimeNs = inode.crtimeNs;
+    const flags: string[] = [];
+    if (inode.type !== 'dir' && inode.links > 1) flags.push('hardlink');
+    if (inode.flags & INODE_FLAGS.inlineData) flags.push('inline');
+    if (inode.flags & INODE_FLAGS.encrypt) flags.push('encrypted');
+    if (inode.flags & INODE_FLAGS.immutable) flags.push('immutable');
+    if (inode.flags & INODE_FLAGS.append) flags.push('append');
+    if (inode.type === 'file' && !(inode.flags & INODE_FLAGS.inlineData) && inode.allocatedBytes < inode.size) {
+      flags.push('sparse');
+    }
+    if (flags.length > 0) e.flags = flags;
+    if (inode.type === 'chardev' || inode.type === 'blockdev') e.rdev = deviceNumber(inode.block);
+    const xattrs = this.xattrsOf(inode, path);
+    const visible = xattrs.filter((x) => x.name !== INLINE_DATA_XATTR);
+    if (visible.length > 0) e.xattrs = visible;
+    if (inode.type === 'symlink') {
+      try {
+        const target = this.symlinkTarget(inode, xattrs);
+        if (target !== undefined) e.linkTarget = target;
+      } catch (err) {
+        this.local(err, path);
+      }
+    }
+    return e;
+  }
+
+  private symlinkTarget(inode: Inode, xattrs: Xattr[]): string | undefined {
+    if (inode.size > MAX_SYMLINK) {
+      throw this.err.limit('EXT_SYMLINK_SIZE', `symlink of ${inode.size} bytes`, { inode: inode.ino });
+    }
+    let bytes: Uint8Array;
+    if (inode.flags & INODE_FLAGS.inlineData) bytes = inlineContent(inode, xattrs, this.err);
+    else if (isFastSymlink(inode, this.sb)) bytes = inode.block.subarray(0, inode.size);
+    else bytes = this.readData(this.inodeRuns(inode), 0, inode.size);
+    return decodeName(bytes);
+  }
+
+  // ---- content -------------------------------------------------------------
+
+  runs(entry: FsEntry, stream?: string): DataRun[] {
+    this.noStreams(stream, entry);
+    if (this.runCache?.id === entry.id) return this.runCache.runs;
+    const inode = this.inode(this.entryIno(entry));
+    const runs = this.inodeRuns(inode);
+    this.runCache = { id: entry.id, runs };
+    return runs;
+  }
+
+  read(entry: FsEntry, offset: number, length: number, stream?: string): Buffer {
+    this.noStreams(stream, entry);
+    const inode = this.inode(this.entryIno(entry));
+    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0) {
+      throw this.err.corrupt('EXT_BAD_READ', `read [${offset}, +${length})`, { inode: inode.ino });
+    }
+    if (inode.type !== 'file' && inode.type !== 'dir' && inode.type !== 'symlink') return Buffer.alloc(0);
+    const n = Math.max(0, Math.min(length, inode.size - offset));
+    if (inode.flags & INODE_FLAGS.inlineData) {
+      return inlineContent(inode, this.xattrsOf(inode), this.err).subarray(offset, offset + n);
+    }
+    if (inode.type === 'symlink' && isFastSymlink(inode, this.sb)) {
+      return Buffer.from(inode.block.subarray(offset, offset + n));
+    }
+    return this.readData(this.runs(entry), offset, n);
+  }
+
+  close(): void {
+    this.inodeCache.clear();
+    this.xattrCache.clear();
+    this.runCache = undefined;
+  }
+
+  /** File offsets to volume offsets: holes (and space past the last block) as null runs. */
+  private inodeRuns(inode: Inode): DataRun[] {
+    if (inode.flags & INODE_FLAGS.inlineData || inode.size === 0) return [];
+    if (inode.type === 'symlink' && isFastSymlink(inode, this.sb)) return [];
+    const bs = this.sb.blockSize;
+    const out: DataRun[] = [];
+    let pos = 0;
+    for (const r of this.blockRuns(inode)) {
+      const start = r.lblk * bs;
+      if (start >= inode.size) break;
+      if (start > pos) out.push({ fileOffset: pos, volumeOffset: null, length: start - pos });
+      const length = Math.min(r.len * bs, inode.size - start);
+      const run: DataRun = { fileOffset: start, volumeOffset: r.pblk * bs, length };
+      if (r.unwritten) run.unwritten = true;
+      out.push(run);
+      pos = start + length;
+    }
+    if (pos < inode.size) out.push({ fileOffset: pos, volumeOffset: null, length: inode.size - pos });
+    return out;
+  }
+
+  private readData(runs: DataRun[], offset: number, length: number): Buffer {
+    if (length === 0) return Buffer.alloc(0);
+    // Binary search for the run holding `offset`.
+    let lo = 0;
+    let hi = runs.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >> 1;
+      if ((runs[mid] as DataRun).fileOffset <= offset) lo = mid;
+      else hi = mid - 1;
+    }
+    const first = runs[lo];
+    if (
+      first &&
+      first.volumeOffset !== null &&
+      !first.unwritten &&
+      first.fileOffset + first.length >= offset + length
+    ) {
+      return this.dev.read(first.volumeOffset + offset - first.fileOffset, length);
+    }
+    const out = Buffer.alloc(length);
+    for (let i = lo; i < runs.length; i++) {
+      const r = runs[i] as DataRun;
+      const s = Math.max(offset, r.fileOffset);
+      const e = Math.min(offset + length, r.fileOffset + r.length);
+      if (s >= offset + length) break;
+      if (e <= s || r.volumeOffset === null || r.unwritten) continue;
+      this.dev.read(r.volumeOffset + s - r.fileOffset, e - s).copy(out, s - offset);
+    }
+    return out;
+  }
+
+  private blockRuns(inode: Inode): BlockRun[] {
+    const nBlocks = Math.ceil(inode.size / this.sb.blockSize);
+    if (nBlocks === 0) return [];
+    const ctx = this.mapContext(inode);
+    return inode.flags & INODE_FLAGS.extents
+      ? extentRuns(ctx, inode.block, nBlocks)
+      : blockMapRuns(ctx, inode.block, nBlocks);
+  }
+
+  private mapContext(inode: Inode): MapContext {
+    const sb = this.sb;
+    return {
+      sb,
+      err: this.err,
+      ino: inode.ino,
+      seed: sb.hasMetadataCsum ? inodeSeed(sb, inode.ino, inode.generation) : 0,
+      readBlocks: (pblk, count) => this.dev.read(pblk * sb.blockSize, count * sb.blockSize),
+      problem: (e) => this.problem(e),
+    };
+  }
+
+  // ---- directories ---------------------------------------------------------
+
+  private dirRecords(inode: Inode): DirRecord[] {
+    const sb = this.sb;
+    const out: DirRecord[] = [];
+    const ctx = {
+      err: this.err,
+      ino: inode.ino,
+      hasFileType: (sb.incompat & INCOMPAT.filetype) !== 0,
+      seed: sb.hasMetadataCsum ? inodeSeed(sb, inode.ino, inode.generation) : undefined,
+      indexed: (sb.compat & COMPAT.dir_index) !== 0 && (inode.flags & INODE_FLAGS.index) !== 0,
+      problem: (e: VdbakError) => this.problem(e),
+    };
+    if (inode.flags & INODE_FLAGS.inlineData) {
+      for (const area of inlineDirAreas(inode, this.xattrsOf(inode))) {
+        parseDirBlock(area, 0, ctx, out, { inline: true });
+      }
+      return out;
+    }
+    const bs = sb.blockSize;
+    const perRead = Math.max(1, Math.floor(DIR_READ_BYTES / bs));
+    for (const r of this.blockRuns(inode)) {
+      if (r.unwritten) continue;
+      for (let done = 0; done < r.len; done += perRead) {
+        const n = Math.min(perRead, r.len - done);
+        const bytes = this.dev.read((r.pblk + done) * bs, n * bs);
+        for (let i = 0; i < n; i++) {
+          const lblk = r.lblk + done + i;
+          parseDirBlock(bytes.subarray(i * bs, (i + 1) * bs), (r.pblk + done + i) * bs, ctx, out, {
+            first: lblk === 0,
+          });
+          if (out.length > MAX_DIR_ENTRIES) {
+            throw this.err.limit('EXT_DIR_TOO_LARGE', `directory holds more than ${MAX_DIR_ENTRIES} names`, {
+              inode: inode.ino,
+            });
+          }
+        }
+      }
+    }
+    return out;
+  }
+
+  // ---- inodes and xattrs ---------------------------------------------------
+
+  /** Reads and decodes inode `ino` (checksum mismatches are recorded once per inode). */
+  inode(ino: number): Inode {
+    const sb = this.sb;
+    if (!Number.isSafeInteger(ino) || ino < 1 || ino > sb.inodesCount) {
+      throw this.err.corrupt('EXT_BAD_INODE_NUMBER', `inode number ${ino} is out of range`, { inode: ino });
+    }
+    const group = Math.floor((ino - 1) / sb.inodesPerGroup);
+    const index = (ino - 1) % sb.inodesPerGroup;
+    const table = this.groups.inodeTable[group] as number;
+    if (table < 0) {
+      throw this.err.corrupt('EXT_GROUP_DAMAGED', `inode ${ino} lies in group ${group} whose table is damaged`, {
+        inode: ino,
+      });
+    }
+    const offset = table * sb.blockSize + index * sb.inodeSize;
+    if ((this.groups.flags[group] as number) & BG_INODE_UNINIT) {
+      throw this.err.corrupt('EXT_INODE_UNINIT', `inode ${ino} lies in an uninitialised inode table`, {
+        offset,
+        inode: ino,
+      });
+    }
+    const tableBytes = sb.inodesPerGroup * sb.inodeSize;
+    const chunkIndex = Math.floor((index * sb.inodeSize) / INODE_CHUNK);
+    const key = group * Math.ceil(tableBytes / INODE_CHUNK) + chunkIndex;
+    let chunk = this.inodeCache.get(key);
+    if (chunk) {
+      this.inodeCache.delete(key);
+    } else {
+      const start = chunkIndex * INODE_CHUNK;
+      chunk = this.dev.read(table * sb.blockSize + start, Math.min(INODE_CHUNK, tableBytes - start));
+      if (this.inodeCache.size >= INODE_CACHE_CHUNKS) {
+        this.inodeCache.delete(this.inodeCache.keys().next().value as number);
+      }
+    }
+    this.inodeCache.set(key, chunk);
+    const at = (index * sb.inodeSize) % INODE_CHUNK;
+    const raw = chunk.subarray(at, at + sb.inodeSize);
+    const inode = parseInode(raw, ino, sb, offset, this.err);
+    if (!inode.checksumOk && !isUnusedInode(raw) && !this.reportedInodes.has(ino)) {
+      this.reportedInodes.add(ino);
+      this.problem(this.err.corrupt('EXT_INODE_CSUM', `inode ${ino} checksum mismatch`, { offset, inode: ino }));
+    }
+    return inode;
+  }
+
+  private xattrsOf(inode: Inode, path?: string): Xattr[] {
+    let out: Xattr[] = [];
+    if (inode.xattrStart > 0) {
+      try {
+        out = parseInodeXattrs(inode.raw.subarray(inode.xattrStart), {
+          err: this.err,
+          ino: inode.ino,
+          offset: 0,
+        });
+      } catch (e) {
+        this.local(e, path);
+      }
+    }
+    if (inode.fileAcl !== 0) {
+      try {
+        out = out.concat(this.xattrBlock(inode));
+      } catch (e) {
+        this.local(e, path);
+      }
+    }
+    return out;
+  }
+
+  private xattrBlock(inode: Inode): Xattr[] {
+    const sb = this.sb;
+    const nr = inode.fileAcl;
+    const cached = this.xattrCache.get(nr);
+    if (cached) return cached;
+    if (nr >= sb.blocksCount) {
+      throw this.err.corrupt('EXT_XATTR_BLOCK_RANGE', `xattr block ${nr} lies outside the filesystem`, {
+        inode: inode.ino,
+      });
+    }
+    const block = this.dev.read(nr * sb.blockSize, sb.blockSize);
+    const { xattrs, checksumOk } = parseXattrBlock(block, nr, sb.hasMetadataCsum ? sb.csumSeed : undefined, {
+      err: this.err,
+      ino: inode.ino,
+      offset: nr * sb.blockSize,
+    });
+    if (!checksumOk) {
+      this.problem(
+        this.err.corrupt('EXT_XATTR_CSUM', `xattr block ${nr} checksum mismatch`, {
+          offset: nr * sb.blockSize,
+          inode: inode.ino,
+        }),
+      );
+    }
+    if (this.xattrCache.size >= XATTR_CACHE_BLOCKS)
+      this.xattrCache.delete(this.xattrCache.keys().next().value as number);
+    this.xattrCache.set(nr, xattrs);
+    return xattrs;
+  }
+
+  // ---- helpers -------------------------------------------------------------
+
+  private entryIno(entry: FsEntry): number {
+    const ino = Number(entry.id);
+    if (!/^[0-9]+$/.test(entry.id))
+      throw this.err.notFound('EXT_BAD_ID', `entry id ${entry.id} is not an inode number`);
+    return ino;
+  }
+
+  private noStreams(stream: string | undefined, entry: FsEntry): void {
+    if (stream !== undefined && stream !== '') {
+      throw this.err.notFound('EXT_NO_STREAM', `ext has no named streams (${entry.path}:${stream})`);
+    }
+  }
+
+  /** Records damage local to one entry; anything that is not a typed error is a bug and goes up. */
+  private local(e: unknown, path?: string): void {
+    if (!isVdbakError(e)) throw e;
+    this.problem(e, path);
+  }
+
+  private problem(e: VdbakError, path?: string): void {
+    this.problemCount++;
+    if (this.problems.length >= MAX_PROBLEMS) return;
+    const p: FsProblem = { error: e.toJSON() };
+    if (path !== undefined) p.path = path;
+    this.problems.push(p);
+  }
+}
+
+/** Fast symlinks keep their target in i_block (no data blocks besides an xattr block). */
+function isFastSymlink(inode: Inode, sb: Superblock): boolean {
+  if (inode.flags & INODE_FLAGS.inlineData) return false;
+  const eaBytes = inode.fileAcl !== 0 ? sb.clusterSize : 0;
+  return inode.allocatedBytes - eaBytes === 0 && inode.size < I_BLOCK_SIZE;
+}
+
+function extVersion(sb: Superblock): string {
+  const ext4Incompat =
+    INCOMPAT.extent | INCOMPAT['64bit'] | INCOMPAT.flex_bg | INCOMPAT.inline_data | INCOMPAT.meta_bg | INCOMPAT.mmp;
+  const ext4Ro =
+    RO_COMPAT.huge_file |
+    RO_COMPAT.dir_nlink |
+    RO_COMPAT.extra_isize |
+    RO_COMPAT.metadata_csum |
+    RO_COMPAT.bigalloc |
+    RO_COMPAT.uninit_bg;
+  if (sb.incompat & ext4Incompat || sb.roCompat & ext4Ro) return 'ext4';
+  return sb.compat & COMPAT.has_journal ? 'ext3' : 'ext2';
+}
