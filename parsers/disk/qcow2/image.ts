@@ -60,6 +60,41 @@ interface Extent {
   compressedSize: number;
 }
 
+/** Merges consecutive extents that one read can serve, and hands each finished run to `fn`. */
+class ExtentMerger {
+  private current: Extent | null = null;
+  constructor(private readonly fn: (e: Extent) => void) {}
+
+  push(e: Extent): void {
+    const c = this.current;
+    if (
+      c &&
+      c.kind === e.kind &&
+      e.kind !== 'compressed' &&
+      c.guest + c.length === e.guest &&
+      (e.kind !== 'normal' || c.host + c.length === e.host)
+    ) {
+      c.length += e.length;
+      return;
+    }
+    this.flush();
+    this.current = e;
+  }
+
+  /** Extends the current run if it is a backing run ending at `guest`. */
+  extendBacking(guest: number, length: number): boolean {
+    const c = this.current;
+    if (c?.kind !== 'backing' || c.guest + c.length !== guest) return false;
+    c.length += length;
+    return true;
+  }
+
+  flush(): void {
+    if (this.current) this.fn(this.current);
+    this.current = null;
+  }
+}
+
 export class Qcow2Image implements DiskImage {
   readonly format = 'qcow2';
   readonly subformat: string;
@@ -172,21 +207,7 @@ export class Qcow2Image implements DiskImage {
     const cs = this.clusterSize;
     const span = cs * this.l2Entries;
     const end = offset + length;
-    let pending: Extent | null = null;
-    const emit = (e: Extent): void => {
-      if (
-        pending &&
-        pending.kind === e.kind &&
-        e.kind !== 'compressed' &&
-        pending.guest + pending.length === e.guest &&
-        (e.kind !== 'normal' || pending.host + pending.length === e.host)
-      ) {
-        pending.length += e.length;
-        return;
-      }
-      if (pending) fn(pending);
-      pending = e;
-    };
+    const runs = new ExtentMerger(fn);
     let pos = offset;
     while (pos < end) {
       const l1Index = Math.floor(pos / span);
@@ -197,23 +218,27 @@ export class Qcow2Image implements DiskImage {
         this.header.l1TableOffset + l1Index * 8,
       );
       if (l2Offset === 0) {
-        emit({ guest: pos, length: tableEnd - pos, kind: 'backing', host: 0, compressedSize: 0 });
+        runs.push({ guest: pos, length: tableEnd - pos, kind: 'backing', host: 0, compressedSize: 0 });
         pos = tableEnd;
         continue;
       }
       const table = this.l2Table(l2Offset, l1Index);
+      const view = new DataView(table.buffer, table.byteOffset, table.byteLength);
       while (pos < tableEnd) {
         const cluster = Math.floor(pos / cs);
         const within = pos - cluster * cs;
         const len = Math.min(tableEnd, (cluster + 1) * cs) - pos;
         const index = cluster % this.l2Entries;
-        const at = l2Offset + index * 8;
-        const m = decodeL2Entry(u64be(table, index * 8), this.entryCtx, at);
-        emit(this.extentOf(m, pos, len, within, at));
+        const entry = view.getBigUint64(index * 8); // big-endian
+        // an unallocated entry that continues a backing run needs no decoding (sparse images)
+        if (entry !== 0n || !runs.extendBacking(pos, len)) {
+          const at = l2Offset + index * 8;
+          runs.push(this.extentOf(decodeL2Entry(entry, this.entryCtx, at), pos, len, within, at));
+        }
         pos += len;
       }
     }
-    if (pending) fn(pending);
+    runs.flush();
   }
 
   private extentOf(m: ClusterMapping, guest: number, length: number, within: number, at: number): Extent {
