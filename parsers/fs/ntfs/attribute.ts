@@ -160,8 +160,13 @@ function parseOne(
     a.dataSize = a.allocatedSize = a.initializedSize = vlen;
     return a;
   }
-  const num = (field: readonly [number, number], what: string): number =>
-    toSafeNumber(rec.readBigUInt64LE(off + field[0]), err, 'NTFS_ABSURD_SIZE', what, at + off + field[0]);
+  const num = (field: readonly [number, number], what: string): number => {
+    const v = rec.readBigUInt64LE(off + field[0]);
+    if (v > BigInt(Number.MAX_SAFE_INTEGER)) {
+      throw err.limit('NTFS_ABSURD_SIZE', `${what} ${v} is absurd`, { offset: at + off + field[0], inode });
+    }
+    return toSafeNumber(v, err, 'NTFS_ABSURD_SIZE', what, at + off + field[0]);
+  };
   a.startVcn = num(NONRESIDENT.startVcn, 'start VCN');
   const lastVcn = rec.readBigInt64LE(off + NONRESIDENT.lastVcn[0]);
   // an empty non-resident attribute has last VCN -1

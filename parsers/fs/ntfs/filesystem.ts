@@ -265,6 +265,16 @@ export class NtfsFileSystem implements FileSystem {
     for (const a of data) {
       if (a.name !== '' && (a.value || a.startVcn === 0)) streams.set(a.name, a.dataSize);
     }
+    // every data stream's runlist is checked here (inside the volume, no overlap, sizes), so a
+    // damaged record is a problem of the walk rather than a surprise of a later read
+    for (const name of new Set(data.map((a) => a.name))) {
+      buildStream(
+        data.filter((a) => a.name === name),
+        this.boot,
+        err,
+        n,
+      );
+    }
     const flags: string[] = [];
     const d: Described = {
       type: header.isDirectory ? 'dir' : 'file',
@@ -383,7 +393,8 @@ export class NtfsFileSystem implements FileSystem {
       try {
         entries = this.entriesOf(t, item.n, item.rec);
       } catch (e) {
-        this.problem(e);
+        const first = t.links(item.n)[0];
+        this.problem(e, first === undefined ? undefined : (t.linkPath(first) ?? undefined));
         continue;
       }
       yield* entries;
