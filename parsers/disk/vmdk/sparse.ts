@@ -85,6 +85,8 @@ export const MAX_GRAIN_SECTORS = 32_768;
 export const MAX_GTES_PER_GT = 4096;
 /** Bytes of inflated grains kept for reuse, and of grain tables. */
 const GRAIN_CACHE_BYTES = 8 * 1024 * 1024;
+/** Compressed grains follow each other in the file: read them through a window this large. */
+const READ_WINDOW_BYTES = 1024 * 1024;
 const GT_CACHE_BYTES = 8 * 1024 * 1024;
 
 export interface SparseHeader {
@@ -271,6 +273,7 @@ export class SparseExtent implements ExtentReader, AllocationSpanner {
   private readonly gtCache = new Map<number, Uint32Array>();
   private readonly grainCache = new Map<number, Buffer>();
   private grainCacheBytes = 0;
+  private window: { at: number; bytes: Buffer } | null = null;
 
   /** `size`: the bytes the descriptor gives this extent (default: the header's capacity). */
   constructor(
@@ -425,7 +428,7 @@ export class SparseExtent implements ExtentReader, AllocationSpanner {
     let dataLen: number;
     if (this.markers) {
       checkRange(at, GRAIN_MARKER_SIZE, this.file.size, this.err, 'VMDK_GRAIN_RANGE', 'grain marker', gteAt);
-      const marker = this.file.read(at, GRAIN_MARKER_SIZE, 'grain marker');
+      const marker = this.readThroughWindow(at, GRAIN_MARKER_SIZE);
       dataLen = marker.readUInt32LE(MARKER.size[0]);
       dataAt = at + GRAIN_MARKER_SIZE;
       if (dataLen === 0 || dataLen > 2 * gb) {
@@ -442,10 +445,10 @@ export class SparseExtent implements ExtentReader, AllocationSpanner {
       }
       dataLen = Math.min(2 * gb, this.file.size - at);
     }
-    const packed = this.file.read(dataAt, dataLen, 'compressed grain');
+    const packed = this.readThroughWindow(dataAt, dataLen);
     let out: Buffer;
     try {
-      out = inflateSync(packed, { maxOutputLength: gb });
+      out = inflateSync(packed, { maxOutputLength: gb, chunkSize: Math.max(gb, 64) });
     } catch (e) {
       throw this.err.corrupt('VMDK_GRAIN_INFLATE', `compressed grain does not inflate: ${(e as Error).message}`, {
         offset: dataAt,
@@ -467,6 +470,16 @@ export class SparseExtent implements ExtentReader, AllocationSpanner {
     return out;
   }
 
+  /** Bytes [at, at+length) of the file (range-checked by the caller), served from a read-ahead window. */
+  private readThroughWindow(at: number, length: number): Buffer {
+    const w = this.window;
+    if (w && at >= w.at && at + length <= w.at + w.bytes.length) return w.bytes.subarray(at - w.at, at - w.at + length);
+    const size = Math.min(Math.max(length, READ_WINDOW_BYTES), this.file.size - at);
+    const bytes = this.file.read(at, size, 'compressed grain');
+    this.window = { at, bytes };
+    return bytes.subarray(0, length);
+  }
+
   /** Facts for `inspect`. */
   facts(): Record<string, string | number | boolean> {
     return {
@@ -484,5 +497,6 @@ export class SparseExtent implements ExtentReader, AllocationSpanner {
     this.file.close();
     this.gtCache.clear();
     this.grainCache.clear();
+    this.window = null;
   }
 }
