@@ -7,7 +7,8 @@
  */
 import { closeSync, openSync, readdirSync, readFileSync, readSync } from 'node:fs';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
+import { FileSource } from '../../parsers/disk/file.js';
 import { openDisk } from '../../parsers/disk/open.js';
 import { UnsupportedError } from '../../parsers/errors.js';
 import { CORPUS, fixture } from '../helpers/fixtures.js';
@@ -72,6 +73,33 @@ describe('qcow2 images written by qemu-img and qemu-io', () => {
 
   it('random reads through a depth-3 chain equal the flattened image', () => {
     compareRandomReads(join(qemuDir, 'chain3-top.qcow2'), join(qemuDir, 'chain3-top.raw'), 200, 7);
+  });
+
+  it('a long read over clusters adjacent in the file is one file read; a repeated read hits the caches', () => {
+    const dev = openDisk(join(qemuDir, 'v1.1-64k.qcow2'));
+    const spy = vi.spyOn(FileSource.prototype, 'readInto');
+    try {
+      dev.read(0, 512); // loads the L2 table
+      spy.mockClear();
+      const first = dev.read(0, 1024 * 1024); // 16 clusters of random data, written in order by qemu-img convert
+      expect(spy).toHaveBeenCalledTimes(1);
+      expect(first.equals(readFileSync(join(qemuDir, 'src.raw')).subarray(0, 1024 * 1024))).toBe(true);
+    } finally {
+      spy.mockRestore();
+      dev.close();
+    }
+    const packed = openDisk(join(qemuDir, 'v1.1-64k-deflate.qcow2'));
+    const spy2 = vi.spyOn(FileSource.prototype, 'readInto');
+    try {
+      const a = packed.read(12 * 1024 * 1024, 4096); // a compressed cluster of text
+      spy2.mockClear();
+      expect(packed.read(12 * 1024 * 1024 + 4096, 4096)).toHaveLength(4096);
+      expect(spy2).not.toHaveBeenCalled();
+      expect(a.toString('latin1')).toContain('qcow2 compressible line of text');
+    } finally {
+      spy2.mockRestore();
+      packed.close();
+    }
   });
 
   it('allocated() of a sub-range is the clipped whole-device map', () => {
