@@ -4,9 +4,10 @@
  * corpus (content digests staged with it; qemu's allocation maps).
  */
 
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { openDisk } from '../../parsers/disk/open.js';
 import { isVdbakError } from '../../parsers/errors.js';
 import { CORPUS, fixture } from '../helpers/fixtures.js';
@@ -73,6 +74,51 @@ describe('vmdk subformats written by qemu-img', () => {
     } finally {
       dev.close();
       flat.close();
+    }
+  });
+});
+
+describe('vmdk descriptor text as people and tools write it', () => {
+  const dir = fixture('vmdk-qemu.sh');
+  const src = join(dir, 'monolithicFlat');
+  const text = readFileSync(join(src, 'monolithicFlat.vmdk'), 'latin1').replace(/\0+$/, '');
+  const want = readFileSync(join(src, 'monolithicFlat.sha256'), 'utf8').trim();
+  const scratch = mkdtempSync(join(tmpdir(), 'vdbak-vmdk-desc-'));
+  afterAll(() => rmSync(scratch, { recursive: true, force: true }));
+
+  it('CRLF, trailing spaces, comments, RDONLY and an absolute extent path read the same bytes', () => {
+    const flat = join(src, 'monolithicFlat-flat.vmdk');
+    const edited = text
+      .replace(/^RW (\d+) FLAT "[^"]+" 0$/m, `RDONLY $1 FLAT "${flat}" 0   # the data`)
+      .split('\n')
+      .map((l) => `${l}  `)
+      .join('\r\n');
+    const p = join(scratch, 'crlf.vmdk');
+    writeFileSync(p, `# a comment first\r\n${edited}`);
+    const dev = openDisk(p);
+    try {
+      expect(dev.subformat).toBe('monolithicFlat');
+      expect(dev.chain[0]?.files).toEqual([p, flat]);
+      expect(deviceSha256(dev)).toBe(want);
+    } finally {
+      dev.close();
+    }
+  });
+
+  it('a ZERO extent after a flat one reads as zeros and is not data', () => {
+    const flat = join(src, 'monolithicFlat-flat.vmdk');
+    const p = join(scratch, 'zero.vmdk');
+    writeFileSync(p, text.replace(/^RW (\d+) FLAT "[^"]+" 0$/m, `RW $1 FLAT "${flat}" 0\nRW 2048 ZERO`));
+    const base = openDisk(join(src, 'monolithicFlat.vmdk'));
+    const dev = openDisk(p);
+    try {
+      expect(dev.size).toBe(base.size + 2048 * 512);
+      expect(dev.read(0, base.size).equals(base.read(0, base.size))).toBe(true);
+      expect(dev.read(base.size, 2048 * 512).every((b) => b === 0)).toBe(true);
+      expect(dev.allocated(base.size - 512, 4096)).toEqual([{ offset: base.size - 512, length: 512 }]);
+    } finally {
+      dev.close();
+      base.close();
     }
   });
 });

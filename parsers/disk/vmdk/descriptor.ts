@@ -65,7 +65,8 @@ export function looksLikeDescriptor(head: Uint8Array): boolean {
   return s.startsWith(DESCRIPTOR_SIGNATURE) || /(^|\n)\s*createType\s*=/.test(s);
 }
 
-const EXTENT_RE = /^(RW|RDONLY|NOACCESS)\s+(\d+)\s+([A-Za-z]+)(?:\s+"([^"]*)")?(?:\s+(\d+))?$/;
+/** ACCESS SECTORS TYPE ["file name" [OFFSET]] [# comment] */
+const EXTENT_RE = /^(RW|RDONLY|NOACCESS)\s+(\d+)\s+([A-Za-z]+)(?:\s+"([^"]*)")?(?:\s+(\d+))?(?:\s+#.*)?$/;
 const KEY_RE = /^([A-Za-z][A-Za-z0-9_.]*)\s*=\s*(.*)$/;
 const CID_RE = /^[0-9a-fA-F]{1,8}$/;
 
