@@ -18,7 +18,7 @@ import {
   type VdbakError,
 } from '../../parsers/errors.js';
 import { fixture, run } from '../helpers/fixtures.js';
-import { deviceSha256 } from './qcow2-helpers.js';
+import { deviceSha256, qemuDataRanges } from './qcow2-helpers.js';
 
 const dir = fixture('qcow2-bad.sh');
 const scratch = mkdtempSync(join(tmpdir(), 'vdbak-qcow2-bad-'));
@@ -262,5 +262,23 @@ describe('qcow2 backing chains and header flags', () => {
     } finally {
       dev.close();
     }
+  });
+});
+
+describe('qcow2 huge sparse image', () => {
+  it('a 200 TiB image with two writes maps like qemu-img map and reads its data, quickly', () => {
+    const TiB = 2 ** 40;
+    const started = Date.now();
+    const dev = openDisk(join(dir, 'huge.qcow2'));
+    try {
+      expect(dev.size).toBe(200 * TiB);
+      expect(dev.allocated(0, dev.size)).toEqual(qemuDataRanges(join(dir, 'huge.map.json')));
+      expect(dev.read(TiB, 4096).every((b) => b === 0x61)).toBe(true);
+      expect(dev.read(199 * TiB, 65536).every((b) => b === 0x62)).toBe(true);
+      expect(dev.read(199 * TiB - 100, 100).every((b) => b === 0)).toBe(true);
+    } finally {
+      dev.close();
+    }
+    expect(Date.now() - started).toBeLessThan(10_000);
   });
 });
