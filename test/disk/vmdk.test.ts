@@ -131,6 +131,32 @@ describe('vmdk snapshot chains written by qemu-img create -b / qemu-io', () => {
     });
   }
 
+  it('a parentFileNameHint written on another host (Windows or ESXi absolute path) falls back to the base name beside the child', () => {
+    const scratch = mkdtempSync(join(tmpdir(), 'vdbak-vmdk-hint-'));
+    try {
+      for (const hint of ['C:\\VMs\\old\\base.vmdk', '/vmfs/volumes/datastore1/vm/base.vmdk', '.\\base.vmdk']) {
+        writeFileSync(join(scratch, 'base.vmdk'), readFileSync(join(dir, 'base.vmdk')));
+        const child = readFileSync(join(dir, 'd1.vmdk'));
+        const at = child.indexOf('parentFileNameHint="base.vmdk"\n', 0, 'latin1');
+        expect(at).toBeGreaterThan(0);
+        const line = Buffer.from(`parentFileNameHint="${hint}"\n`, 'latin1');
+        const rest = child.subarray(at + 'parentFileNameHint="base.vmdk"\n'.length, child.indexOf(0, at));
+        const edited = Buffer.concat([child.subarray(0, at), line, rest]);
+        edited.copy(child, 0);
+        writeFileSync(join(scratch, 'd1.vmdk'), child);
+        const dev = openDisk(join(scratch, 'd1.vmdk'));
+        try {
+          expect(dev.chain[1]?.path).toBe(join(scratch, 'base.vmdk'));
+          expect(deviceSha256(dev)).toBe(readFileSync(join(dir, 'd1.sha256'), 'utf8').trim());
+        } finally {
+          dev.close();
+        }
+      }
+    } finally {
+      rmSync(scratch, { recursive: true, force: true });
+    }
+  });
+
   it('d3 lists its chain child first, with CIDs that link', () => {
     const dev = openDisk(join(dir, 'd3.vmdk'));
     try {

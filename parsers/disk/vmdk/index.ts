@@ -92,12 +92,19 @@ function openExtent(line: ExtentLine, dir: string, image: string): ExtentReader 
   }
 }
 
-/** Where parentFileNameHint points: relative to the child's folder; an absolute hint from another host falls back to its base name there. */
+/**
+ * Where parentFileNameHint points: relative hints are relative to the child's
+ * folder. An absolute hint written on another host (an ESXi datastore path,
+ * a Windows "C:\\…" path) that does not exist here falls back to its base name
+ * in the child's folder, where copied or mounted snapshots keep their parents.
+ */
 function resolveParent(hint: string, childPath: string): string {
   const dir = dirname(childPath);
-  if (!isAbsolute(hint)) return join(dir, hint);
-  if (existsSync(hint)) return hint;
-  const local = join(dir, basename(hint.replace(/\\/g, '/')));
+  const windowsAbsolute = /^[A-Za-z]:[\\/]/.test(hint) || hint.startsWith('\\');
+  const portable = hint.replace(/\\/g, '/');
+  if (!isAbsolute(hint) && !windowsAbsolute) return join(dir, portable);
+  if (!windowsAbsolute && existsSync(hint)) return hint;
+  const local = join(dir, basename(portable));
   return existsSync(local) ? local : hint;
 }
 
