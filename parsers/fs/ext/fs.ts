@@ -43,7 +43,7 @@ import {
   readSuperblock,
   type Superblock,
 } from './superblock.js';
-import { INLINE_DATA_XATTR, parseInodeXattrs, parseXattrBlock } from './xattr.js';
+import { INLINE_DATA_XATTR, parseInodeXattrs, parseXattrBlock, type XattrWhere } from './xattr.js';
 
 /** Inode-table bytes fetched per read. */
 const INODE_CHUNK = 256 * 1024;
@@ -478,11 +478,7 @@ export class ExtFileSystem implements FileSystem {
     let out: Xattr[] = [];
     if (inode.xattrStart > 0) {
       try {
-        out = parseInodeXattrs(inode.raw.subarray(inode.xattrStart), {
-          err: this.err,
-          ino: inode.ino,
-          offset: 0,
-        });
+        out = parseInodeXattrs(inode.raw.subarray(inode.xattrStart), this.xattrWhere(inode, 0));
       } catch (e) {
         this.local(e, path);
       }
@@ -508,11 +504,12 @@ export class ExtFileSystem implements FileSystem {
       });
     }
     const block = this.dev.read(nr * sb.blockSize, sb.blockSize);
-    const { xattrs, checksumOk } = parseXattrBlock(block, nr, sb.hasMetadataCsum ? sb.csumSeed : undefined, {
-      err: this.err,
-      ino: inode.ino,
-      offset: nr * sb.blockSize,
-    });
+    const { xattrs, checksumOk } = parseXattrBlock(
+      block,
+      nr,
+      sb.hasMetadataCsum ? sb.csumSeed : undefined,
+      this.xattrWhere(inode, nr * sb.blockSize),
+    );
     if (!checksumOk) {
       this.problem(
         this.err.corrupt('EXT_XATTR_CSUM', `xattr block ${nr} checksum mismatch`, {
@@ -525,6 +522,24 @@ export class ExtFileSystem implements FileSystem {
       this.xattrCache.delete(this.xattrCache.keys().next().value as number);
     this.xattrCache.set(nr, xattrs);
     return xattrs;
+  }
+
+  private xattrWhere(inode: Inode, offset: number): XattrWhere {
+    return { err: this.err, ino: inode.ino, offset, readEaInode: (inum, size) => this.eaInodeValue(inode, inum, size) };
+  }
+
+  /** An xattr value kept in its own inode (ea_inode): that inode's data, exactly `size` bytes. */
+  private eaInodeValue(owner: Inode, inum: number, size: number): Uint8Array {
+    if (inum === owner.ino) {
+      throw this.err.corrupt('EXT_XATTR_EA_INODE', 'xattr value inode is its own owner', { inode: owner.ino });
+    }
+    const ea = this.inode(inum);
+    if (!(ea.flags & INODE_FLAGS.eaInode) || ea.size !== size || ea.flags & INODE_FLAGS.inlineData) {
+      throw this.err.corrupt('EXT_XATTR_EA_INODE', `inode ${inum} does not hold a ${size}-byte xattr value`, {
+        inode: owner.ino,
+      });
+    }
+    return this.readData(this.inodeRuns(ea), 0, size);
   }
 
   // ---- helpers -------------------------------------------------------------

@@ -43,7 +43,12 @@ export interface XattrWhere {
   ino: number;
   /** Volume offset of the list's start, for error messages. */
   offset: number;
+  /** Reads a value kept in its own inode (ea_inode feature). */
+  readEaInode(inum: number, size: number): Uint8Array;
 }
+
+/** Largest xattr value Linux accepts (XATTR_SIZE_MAX). */
+export const MAX_XATTR_VALUE = 65536;
 
 /** Parses the in-inode xattr area `area` (from i_extra_isize to the end of the inode). */
 export function parseInodeXattrs(area: Uint8Array, where: XattrWhere): Xattr[] {
@@ -98,17 +103,14 @@ function parseEntries(list: Uint8Array, start: number, values: Uint8Array, where
     const suffix = Buffer.from(list.subarray(p + ENTRY_HEADER_SIZE, p + ENTRY_HEADER_SIZE + nameLen)).toString(
       'latin1',
     );
-    if (valueInum !== 0) {
-      throw where.err.unsupported('EXT_XATTR_EA_INODE', `xattr value stored in inode ${valueInum}`, {
-        offset: where.offset + p,
-        inode: where.ino,
-      });
-    }
-    if (valueOffs + valueSize > values.length)
+    if (valueInum === 0 && valueOffs + valueSize > values.length) {
       throw bad(`xattr value [${valueOffs}, +${valueSize}) runs past its area`);
+    }
+    if (valueInum !== 0 && valueSize > MAX_XATTR_VALUE) throw bad(`xattr value of ${valueSize} bytes`);
     const prefix = PREFIXES[index];
     if (prefix !== undefined) {
-      const raw = values.subarray(valueOffs, valueOffs + valueSize);
+      const raw =
+        valueInum !== 0 ? where.readEaInode(valueInum, valueSize) : values.subarray(valueOffs, valueOffs + valueSize);
       const value = ACL_INDEXES.has(index) ? aclToXattr(raw, where) : Uint8Array.from(raw);
       out.push({ name: prefix + suffix, value });
     }
