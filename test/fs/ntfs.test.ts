@@ -168,9 +168,12 @@ test('a heavily fragmented file with an $ATTRIBUTE_LIST (extension records)', ()
   expect(big.id).toBe(inode);
   const istat = run('istat', [image, inode]);
   expect(istat).toMatch(/\$ATTRIBUTE_LIST/);
+  // part of the runlist lives in an extension record (a $DATA piece starting past VCN 0)
+  const pieces = [...istat.matchAll(/Type: 128-\d+\s+MFT Entry: (\d+)\s+VCN: (\d+)/g)];
+  expect(pieces.some((m) => m[1] !== inode && Number(m[2]) > 0)).toBe(true);
   // the runs are many and land where istat says: compare the cluster list
   const runs = fs.runs(big);
-  expect(runs.length).toBeGreaterThan(1000);
+  expect(runs.length).toBeGreaterThan(100);
   const clusters: number[] = [];
   for (const r of runs) for (let o = 0; o < r.length; o += 4096) clusters.push((r.volumeOffset! + o) / 4096);
   const tsk = istat
