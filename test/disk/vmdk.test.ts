@@ -105,6 +105,31 @@ describe('vmdk descriptor text as people and tools write it', () => {
     }
   });
 
+  it('more extents than may stay open (300 FLAT slices of one file) read like the file', () => {
+    const flat = join(src, 'monolithicFlat-flat.vmdk');
+    const lines = Array.from({ length: 300 }, (_, i) => `RW 128 FLAT "${flat}" ${300 * 128 - (i + 1) * 128}`);
+    const p = join(scratch, 'many.vmdk');
+    writeFileSync(
+      p,
+      `# Disk DescriptorFile\nversion=1\nCID=00000001\nparentCID=ffffffff\ncreateType="custom"\n${lines.join('\n')}\n`,
+    );
+    const file = readFileSync(flat);
+    const dev = openDisk(p);
+    try {
+      expect(dev.size).toBe(300 * 65536);
+      expect(dev.chain[0]?.files).toHaveLength(2);
+      for (let i = 0; i < 300; i++) {
+        const want = file.subarray((299 - i) * 65536, (300 - i) * 65536);
+        expect(dev.read(i * 65536, 65536).equals(want)).toBe(true);
+      }
+      // a read across the last two extents: file [128 KiB - 100, 128 KiB) then [0, 100), random data
+      const across = Buffer.concat([file.subarray(2 * 65536 - 100, 2 * 65536), file.subarray(0, 100)]);
+      expect(dev.read(299 * 65536 - 100, 200).equals(across)).toBe(true);
+    } finally {
+      dev.close();
+    }
+  });
+
   it('a ZERO extent after a flat one reads as zeros and is not data', () => {
     const flat = join(src, 'monolithicFlat-flat.vmdk');
     const p = join(scratch, 'zero.vmdk');

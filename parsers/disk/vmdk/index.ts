@@ -40,6 +40,57 @@ import {
   SparseExtent,
 } from './sparse.js';
 
+/** Extent files kept open at once; a disk with more extents (twoGbMaxExtent* of a large disk) reopens them on use. */
+export const MAX_OPEN_EXTENTS = 256;
+
+/**
+ * An extent that may be closed when too many are open and is reopened (and
+ * re-validated) by `make` when it is read again. The first reader is the
+ * one made while the disk was opened, so every extent is checked up front.
+ */
+class PooledExtent implements ExtentReader {
+  readonly type: string;
+  readonly path: string;
+  readonly size: number;
+  constructor(
+    private reader: ExtentReader | null,
+    private readonly make: () => ExtentReader,
+    private readonly pool: Set<PooledExtent>,
+  ) {
+    const r = reader ?? make();
+    this.reader = r;
+    this.type = r.type;
+    this.path = r.path;
+    this.size = r.size;
+    this.touch();
+  }
+  private touch(): void {
+    this.pool.delete(this);
+    this.pool.add(this);
+    for (const old of this.pool) {
+      if (this.pool.size <= MAX_OPEN_EXTENTS) break;
+      old.release();
+    }
+  }
+  private release(): void {
+    this.pool.delete(this);
+    this.reader?.close();
+    this.reader = null;
+  }
+  /** The open reader, made again if it was released. */
+  get open(): ExtentReader {
+    if (!this.reader) this.reader = this.make();
+    this.touch();
+    return this.reader;
+  }
+  span(offset: number, maxLength: number): ExtentSpan {
+    return this.open.span(offset, maxLength);
+  }
+  close(): void {
+    this.release();
+  }
+}
+
 interface Placed {
   start: number;
   end: number;
@@ -139,7 +190,8 @@ export class VmdkImage implements DiskImage {
     if (descriptor?.cid !== undefined) facts['CID'] = hex(descriptor.cid);
     if (descriptor) facts['parentCID'] = hex(descriptor.parentCid);
     if (descriptor?.parentFileNameHint) facts['parentFileNameHint'] = descriptor.parentFileNameHint;
-    const sparse = readers.find((r): r is SparseExtent => r instanceof SparseExtent);
+    const first = readers[0] instanceof PooledExtent ? readers[0].open : readers[0];
+    const sparse = first instanceof SparseExtent ? first : undefined;
     if (sparse) Object.assign(facts, sparse.facts());
     const files = [path, ...readers.map((r) => r.path).filter((p) => p !== '' && p !== path)];
     this.chain = [
@@ -244,7 +296,10 @@ export class VmdkImage implements DiskImage {
     this.walk(
       offset,
       length,
-      (r, at, max) => (hasAllocationSpan(r) ? r.allocationSpan(at, max) : r.span(at, max)),
+      (pooled, at, max) => {
+        const r = pooled instanceof PooledExtent ? pooled.open : pooled;
+        return hasAllocationSpan(r) ? r.allocationSpan(at, max) : r.span(at, max);
+      },
       (s, pos) => {
         if (s.kind === 'data' || s.kind === 'bytes') add(pos, s.length);
         else if (s.kind === 'absent' && this.parent && pos < this.parent.size) {
@@ -291,7 +346,11 @@ function openFromDescriptor(path: string, d: Descriptor, ctx: OpenContext): Vmdk
   const readers: ExtentReader[] = [];
   let parent: DiskImage | null = null;
   try {
-    for (const line of d.extents) readers.push(openExtent(line, dirname(path), path));
+    const pool = new Set<PooledExtent>();
+    for (const line of d.extents) {
+      const make = () => openExtent(line, dirname(path), path);
+      readers.push(d.extents.length > MAX_OPEN_EXTENTS ? new PooledExtent(make(), make, pool) : make());
+    }
     parent = openParentOf(path, d, ctx);
     return new VmdkImage(path, d, readers, d.createType ?? 'custom', parent);
   } catch (e) {
