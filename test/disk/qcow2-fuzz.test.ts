@@ -4,14 +4,17 @@
  * clusters are mutated in turn. Opening, reading and mapping a mutated image
  * must either succeed or throw one of our typed errors.
  */
-import { copyFileSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { openDisk } from '../../parsers/disk/open.js';
 import { HEADER } from '../../parsers/disk/qcow2/header.js';
-import { fixture } from '../helpers/fixtures.js';
+import { isVdbakError } from '../../parsers/errors.js';
+import { fixture, sha256 } from '../helpers/fixtures.js';
 import { expectTypedOrOk, mutate, newTally, type Region } from '../helpers/fuzz.js';
+import { deviceSha256 } from './qcow2-helpers.js';
 
 const dir = fixture('qcow2-bad.sh');
 const scratch = mkdtempSync(join(tmpdir(), 'vdbak-qcow2-fuzz-'));
@@ -85,6 +88,49 @@ describe('qcow2 fuzz: mutated headers, L1/L2 tables and compressed clusters', ()
       // the mutations must reach the checks, not only bytes nobody reads
       expect(tally.typed).toBeGreaterThan(CASES_PER_REGION / 4);
       expect(tally.codes.size).toBeGreaterThanOrEqual(10);
+    });
+  }
+});
+
+/** sha256 of `qemu-img convert -O raw`, or null when qemu refuses the image. */
+function qemuSha(path: string): string | null {
+  const out = `${path}.raw`;
+  const r = spawnSync('qemu-img', ['convert', '-f', 'qcow2', '-O', 'raw', path, out], { timeout: 20_000 });
+  try {
+    return r.status === 0 ? sha256(readFileSync(out)) : null;
+  } finally {
+    rmSync(out, { force: true });
+  }
+}
+
+describe('qcow2 fuzz against qemu: when both read a mutated image, both read the same bytes', () => {
+  const CASES = 100;
+  for (const name of ['fz-v3-512-deflate.qcow2', 'fz-v3-4k-zstd.qcow2', 'fz-v2-4k.qcow2', 'fz-top.qcow2']) {
+    it(`${name}`, () => {
+      const base = readFileSync(join(dir, name));
+      const regions = Object.values(regionsOf(base)).flat();
+      const target = join(scratch, `oracle-${name}`);
+      let compared = 0;
+      for (const { index, bytes } of mutate(base, CASES, 1000 + name.length, regions)) {
+        writeFileSync(target, bytes);
+        let ours: string | null = null;
+        try {
+          const dev = openDisk(target);
+          try {
+            if (dev.size <= 4 * MiB) ours = deviceSha256(dev);
+          } finally {
+            dev.close();
+          }
+        } catch (e) {
+          if (!isVdbakError(e)) throw e;
+        }
+        if (ours === null) continue;
+        const theirs = qemuSha(target);
+        if (theirs === null) continue;
+        compared++;
+        expect(ours, `case ${index}: our read differs from qemu-img convert`).toBe(theirs);
+      }
+      expect(compared).toBeGreaterThan(0);
     });
   }
 });

@@ -175,10 +175,12 @@ export function parseHeader(b: Uint8Array, err: Errors): Qcow2Header {
     });
   }
 
+  // a backing name of length 0 means no backing file, wherever it claims to be (as in qemu)
+  const backingFileSize = u32be(b, HEADER.backingFileSize[0]);
   return {
     version,
-    backingFileOffset: num(HEADER.backingFileOffset, 'backing_file_offset'),
-    backingFileSize: u32be(b, HEADER.backingFileSize[0]),
+    backingFileOffset: backingFileSize === 0 ? 0 : num(HEADER.backingFileOffset, 'backing_file_offset'),
+    backingFileSize,
     clusterBits,
     clusterSize,
     size,
@@ -300,7 +302,8 @@ export function checkHeaderAgainstFile(h: Qcow2Header, fileSize: number, err: Er
     }
   }
   if (h.backingFileOffset !== 0) {
-    if (h.backingFileSize === 0 || h.backingFileSize > MAX_BACKING_NAME_LENGTH) {
+    // qemu: the name lies in the first cluster and is at most 1023 bytes
+    if (h.backingFileSize > Math.min(MAX_BACKING_NAME_LENGTH, h.clusterSize - h.backingFileOffset)) {
       throw err.corrupt('QCOW2_BACKING_NAME', `backing file name of ${h.backingFileSize} bytes`, {
         offset: HEADER.backingFileSize[0],
       });

@@ -326,9 +326,12 @@ export function openQcow2(path: string, ctx: OpenContext): Qcow2Image {
     const l1 = file.read(header.l1TableOffset, l1EntriesNeeded(header) * 8, 'L1 table');
     let backingName: string | null = null;
     if (header.backingFileOffset !== 0) {
-      backingName = file.read(header.backingFileOffset, header.backingFileSize, 'backing file name').toString('utf8');
-      backing = openBacking(path, backingName, extensions.backingFormat, header, ctx, err);
+      // read as a C string, as qemu does: an empty name means no backing file
+      const raw = file.read(header.backingFileOffset, header.backingFileSize, 'backing file name');
+      const nul = raw.indexOf(0);
+      backingName = (nul >= 0 ? raw.subarray(0, nul) : raw).toString('utf8') || null;
     }
+    if (backingName !== null) backing = openBacking(path, backingName, extensions.backingFormat, header, ctx, err);
     return new Qcow2Image(path, file, header, extensions, l1, dataFile, backing, backingName);
   } catch (e) {
     file.close();
