@@ -4,7 +4,7 @@
  * corpus (content digests staged with it; qemu's allocation maps).
  */
 
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -128,6 +128,23 @@ describe('vmdk descriptor text as people and tools write it', () => {
     } finally {
       dev.close();
     }
+  });
+
+  it('honours encoding="windows-1252" for extent file names', () => {
+    const name = 'disque-\u00e9t\u00e9-flat.vmdk';
+    copyFileSync(join(src, 'monolithicFlat-flat.vmdk'), join(scratch, name));
+    const p = join(scratch, 'latin.vmdk');
+    const body = text.replace(/^RW (\d+) FLAT "[^"]+" 0$/m, `encoding="windows-1252"\nRW $1 FLAT "${name}" 0`);
+    writeFileSync(p, Buffer.from(body, 'latin1'));
+    const dev = openDisk(p);
+    try {
+      expect(dev.chain[0]?.files[1]).toBe(join(scratch, name));
+      expect(deviceSha256(dev)).toBe(want);
+    } finally {
+      dev.close();
+    }
+    writeFileSync(p, Buffer.from(body.replace('windows-1252', 'klingon-8'), 'latin1'));
+    expect(() => openDisk(p)).toThrow(/VMDK_DESCRIPTOR_ENCODING/);
   });
 
   it('a ZERO extent after a flat one reads as zeros and is not data', () => {

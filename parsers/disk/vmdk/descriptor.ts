@@ -76,6 +76,20 @@ function unquote(v: string): string {
 }
 
 /**
+ * Decodes the descriptor in the character set its `encoding=` line names
+ * (VMware writes "UTF-8"; older Windows hosts "windows-1252", "GBK" …).
+ */
+function decodeText(b: Uint8Array, err: Errors, base: number): string {
+  const m = /^[ \t]*encoding[ \t]*=[ \t]*"?([A-Za-z0-9_.:-]+)"?/m.exec(Buffer.from(b).toString('latin1'));
+  const label = m?.[1] ?? 'utf-8';
+  try {
+    return new TextDecoder(label).decode(b);
+  } catch {
+    throw err.unsupported('VMDK_DESCRIPTOR_ENCODING', `descriptor encoding "${label}"`, { offset: base });
+  }
+}
+
+/**
  * Parses descriptor bytes (stops at the first NUL, as the embedded form is
  * NUL-padded). `base` is the descriptor's byte offset in its file, so errors
  * name the right place.
@@ -88,7 +102,7 @@ export function parseDescriptor(bytes: Uint8Array, err: Errors, base = 0): Descr
     });
   }
   const nul = bytes.indexOf(0);
-  const text = Buffer.from(nul >= 0 ? bytes.subarray(0, nul) : bytes).toString('utf8');
+  const text = decodeText(nul >= 0 ? bytes.subarray(0, nul) : bytes, err, base);
   const d: Descriptor = { parentCid: CID_NONE, extents: [], ddb: {}, entries: {} };
   let pos = 0;
   let at = base;
