@@ -6,7 +6,7 @@
 
 import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { openDisk } from '../../parsers/disk/open.js';
 import { isVdbakError } from '../../parsers/errors.js';
@@ -170,6 +170,13 @@ describe('vmdk snapshot chains written by qemu-img create -b / qemu-io', () => {
   for (const n of ['base', 'd1', 'd2', 'd3']) {
     it(`${n}: content and allocation (through every parent) equal qemu's`, () => {
       expectLikeQemu(join(dir, `${n}.vmdk`), join(dir, n));
+    });
+  }
+
+  for (const n of ['over-stream', 'over-flat']) {
+    it(`mixed chain ${n}: content and allocation equal qemu's`, () => {
+      const mixed = join(dirname(dir), 'mixed');
+      expectLikeQemu(join(mixed, `${n}.vmdk`), join(mixed, n));
     });
   }
 
