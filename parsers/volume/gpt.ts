@@ -190,7 +190,7 @@ function isZero(b: Uint8Array): boolean {
 }
 
 /** Decodes the used entries of an entry array (already CRC-checked). Implausible entries become problems. */
-export function parseGptEntries(array: Uint8Array, h: GptHeader, sectorSize: number): GptTable {
+export function parseGptEntries(array: Uint8Array, h: GptHeader, sectorSize: number, err: Errors): GptTable {
   const entries: GptEntry[] = [];
   const problems: string[] = [];
   const maxLba = BigInt(Math.floor(MAX_DISK_SIZE / sectorSize));
@@ -205,8 +205,9 @@ export function parseGptEntries(array: Uint8Array, h: GptHeader, sectorSize: num
       problems.push(`GPT entry ${index} has an impossible LBA range [${first}, ${last}]; skipped`);
       continue;
     }
-    const firstLba = Number(first);
-    const lastLba = Number(last);
+    const at = h.entriesLba * sectorSize + i * h.entrySize;
+    const firstLba = toSafeNumber(first, err, 'GPT_LBA_RANGE', 'first LBA', at + ENTRY.firstLba[0]);
+    const lastLba = toSafeNumber(last, err, 'GPT_LBA_RANGE', 'last LBA', at + ENTRY.lastLba[0]);
     if (firstLba < h.firstUsableLba || lastLba > h.lastUsableLba) {
       problems.push(
         `GPT entry ${index} [LBA ${firstLba}, ${lastLba}] lies outside the usable area [${h.firstUsableLba}, ${h.lastUsableLba}]`,
@@ -255,7 +256,7 @@ export function readGptCopy(
       { offset: arrayAt },
     );
   }
-  return parseGptEntries(array, h, sectorSize);
+  return parseGptEntries(array, h, sectorSize, err);
 }
 
 /**
