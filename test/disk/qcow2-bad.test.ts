@@ -3,10 +3,10 @@
  * and copies of them with one field changed. Every failure must be a typed
  * error naming the file, the layer and the byte offset it concerns.
  */
-import { copyFileSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { openDisk } from '../../parsers/disk/open.js';
 import { HEADER } from '../../parsers/disk/qcow2/header.js';
 import {
@@ -22,6 +22,7 @@ import { deviceSha256, qemuDataRanges } from './qcow2-helpers.js';
 
 const dir = fixture('qcow2-bad.sh');
 const scratch = mkdtempSync(join(tmpdir(), 'vdbak-qcow2-bad-'));
+afterAll(() => rmSync(scratch, { recursive: true, force: true }));
 let copies = 0;
 
 /** A copy of fixture `name` with `edit` applied to its bytes. */

@@ -8,7 +8,7 @@ import { spawnSync } from 'node:child_process';
 import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { openDisk } from '../../parsers/disk/open.js';
 import { HEADER } from '../../parsers/disk/qcow2/header.js';
 import { isVdbakError } from '../../parsers/errors.js';
@@ -18,6 +18,7 @@ import { deviceSha256 } from './qcow2-helpers.js';
 
 const dir = fixture('qcow2-bad.sh');
 const scratch = mkdtempSync(join(tmpdir(), 'vdbak-qcow2-fuzz-'));
+afterAll(() => rmSync(scratch, { recursive: true, force: true }));
 copyFileSync(join(dir, 'fz-base.qcow2'), join(scratch, 'fz-base.qcow2'));
 
 const CASES_PER_REGION = 300;
