@@ -103,7 +103,8 @@ export function parseDescriptor(bytes: Uint8Array, err: Errors, base = 0): Descr
   }
   const nul = bytes.indexOf(0);
   const text = decodeText(nul >= 0 ? bytes.subarray(0, nul) : bytes, err, base);
-  const d: Descriptor = { parentCid: CID_NONE, extents: [], ddb: {}, entries: {} };
+  // null-prototype maps: keys come from the file ("ddb.__proto__" must stay a plain key)
+  const d: Descriptor = { parentCid: CID_NONE, extents: [], ddb: Object.create(null), entries: Object.create(null) };
   let pos = 0;
   let at = base;
   let lineNo = 0;
