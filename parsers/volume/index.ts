@@ -108,8 +108,9 @@ function fromProtectiveMbr(dev: BlockDevice, mbr: MbrRecord, opts: VolumeOptions
   } catch (e) {
     if (!isVdbakError(e) || others.length === 0) throw e;
     warnings.push(`no usable GPT (${e.message}); the hybrid MBR's own entries are used instead`);
-    const parts = readMbrPartitions(dev, mbr, opts.sectorSize ?? 512, warnings, PROTECTIVE_ONLY);
-    return finish(dev, 'mbr', opts.sectorSize ?? 512, mbrDiskId(mbr), parts, warnings);
+    const mbrSectorSize = opts.sectorSize ?? guessMbrSectorSize(dev, mbr);
+    const parts = readMbrPartitions(dev, mbr, mbrSectorSize, warnings, PROTECTIVE_ONLY);
+    return finish(dev, 'mbr', mbrSectorSize, mbrDiskId(mbr), parts, warnings);
   }
 }
 
