@@ -22,9 +22,9 @@ export const MIN_CLUSTER_BITS = 9;
 export const MAX_CLUSTER_BITS = 21;
 /** qemu's implementation limit for the active L1 table, in bytes. */
 export const MAX_L1_BYTES = 32 * MiB;
-export const MAX_BACKING_NAME_LENGTH = 1023;
+const MAX_BACKING_NAME_LENGTH = 1023;
 /** Longest backing format / data file name we accept (qemu: 15 / 1023 bytes). */
-export const MAX_EXTENSION_STRING = 1023;
+const MAX_EXTENSION_STRING = 1023;
 const FEATURE_NAME_ENTRY = 48;
 const FEATURE_NAME_LENGTH = 46;
 
@@ -51,10 +51,10 @@ export const HEADER = {
 } as const;
 assertLayout('qcow2 header', HEADER_READ_LENGTH, HEADER);
 
-export const EXT_END = 0x00000000;
-export const EXT_BACKING_FORMAT = 0xe2792aca;
-export const EXT_FEATURE_NAMES = 0x6803f857;
-export const EXT_DATA_FILE = 0x44415441;
+const EXT_END = 0x00000000;
+const EXT_BACKING_FORMAT = 0xe2792aca;
+const EXT_FEATURE_NAMES = 0x6803f857;
+const EXT_DATA_FILE = 0x44415441;
 
 /** Incompatible feature bits (header offset 72). */
 export const INCOMPAT_DIRTY = 1n << 0n;
@@ -69,7 +69,7 @@ export const AUTOCLEAR_DATA_FILE_RAW = 1n << 1n;
 
 export const COMPRESSION_ZLIB = 0;
 export const COMPRESSION_ZSTD = 1;
-export const COMPRESSION_NAMES = ['zlib', 'zstd'] as const;
+const COMPRESSION_NAMES = ['zlib', 'zstd'] as const;
 
 export interface Qcow2Header {
   version: 2 | 3;
