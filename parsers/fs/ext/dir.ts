@@ -24,6 +24,7 @@ const DX_ROOT_COUNT_OFFSET = 0x20;
 const DX_NODE_COUNT_OFFSET = 0x08;
 const DX_ENTRY_SIZE = 8;
 const DX_TAIL_SIZE = 8;
+const ZERO4 = new Uint8Array(4);
 
 export interface DirRecord {
   ino: number;
@@ -112,8 +113,9 @@ function checkBlockChecksum(block: Uint8Array, offset: number, ctx: DirBlockCont
     if (count > limit || tailAt + DX_TAIL_SIZE > n) {
       ok = false;
     } else {
+      // Over the counted entries, then the tail with its checksum field as zeros.
       const c = crc32c(seed, block.subarray(0, countOffset + count * DX_ENTRY_SIZE));
-      ok = crc32c(c, block.subarray(tailAt, tailAt + 4)) === u32le(block, tailAt + 4);
+      ok = crc32c(crc32c(c, block.subarray(tailAt, tailAt + 4)), ZERO4) === u32le(block, tailAt + 4);
     }
   }
   if (!ok) {
