@@ -135,6 +135,9 @@ describe.each([
     const info = fs.info();
     expect(info).toMatchObject({ type: 'ntfs', label: 'vdbak', clean: true });
     expect(info.facts?.orphans).toBe(0);
+    // a walk after lookups reuses the tree (a second code path): same entries as a fresh single-pass walk
+    const fresh = [...open(image).walk()].map((e) => `${e.id} ${e.path}`).sort();
+    expect([...fs.walk()].map((e) => `${e.id} ${e.path}`).sort()).toEqual(fresh);
     // the owner comes from the $SECURITY_DESCRIPTOR ntfs-3g writes; ntfs-3g's own view of it
     const sec = run('ntfssecaudit', [image, '/small.txt']);
     const owner = /Windows owner (S-1-[0-9-]+)/.exec(sec)?.[1];

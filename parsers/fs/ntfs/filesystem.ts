@@ -1,11 +1,14 @@
 /**
  * The NTFS FileSystem (parsers/fs/types.ts) on a volume.
  *
- * open: boot sector → $MFT (through its own runlist). The first walk, lookup,
- * list or info builds the tree (tree.ts) in one pass over the MFT; walk()
- * then makes a second pass and yields one entry per path, in MFT order (the
- * root first). A record that fails its checks (fixups, attribute lengths,
- * runlists …) is recorded in `problems` and skipped; the walk goes on.
+ * open: boot sector → $MFT (through its own runlist). walk() is one pass over
+ * the MFT in record order that builds the tree (tree.ts) as it goes: the root
+ * comes first, a record is yielded once its parents' paths are known, the few
+ * whose parents come later are read again at the end, and the orphan folder
+ * comes last. lookup(), list() and info() build the tree with a names-only
+ * pass when no walk did. A record that fails its checks (fixups, attribute
+ * lengths, runlists …) is recorded in `problems` and skipped; the walk goes on.
+ * The $I30 indexes are not read: parent references in $FILE_NAME carry the tree.
  *
  * Choices (DESIGN.md asks for what a storage administrator expects):
  * - metafiles ($MFT, $Bitmap, $LogFile, $Secure, $Extend/…) are not listed;
@@ -34,7 +37,7 @@ import { parseReparsePoint, REPARSE_TAG_MOUNT_POINT, REPARSE_TAG_SYMLINK, type R
 import { ownerOfDescriptor, SDS_BLOCK, scanSds } from './secure.js';
 import { DosAttr, parseStandardInformation, type StandardInformation } from './stdinfo.js';
 import { buildStream, StreamReader, streamRuns } from './stream.js';
-import { ORPHAN_DIR, ROOT_RECORD, Tree } from './tree.js';
+import { ORPHAN_DIR, PENDING, ROOT_RECORD, Tree } from './tree.js';
 
 const VOLUME_RECORD = 3;
 const BITMAP_RECORD = 6;
@@ -49,6 +52,8 @@ const READER_CACHE = 4;
 const VOLUME_FLAG_DIRTY = 0x0001;
 
 const ONLY_NAMES = new Set<number>([AttrType.FileName, AttrType.AttributeList]);
+
+type ScanItem = { n: number; rec: LoadedRecord } | { n: number; error: unknown };
 
 /** What one record says, before a path is attached. */
 interface Described {
@@ -144,8 +149,8 @@ export class NtfsFileSystem implements FileSystem {
       .map((a) => parseFileName(a.value!, this.err, at, n));
   }
 
-  /** Pass over the MFT in batches; `visit` gets each non-empty slot with its fixed-up header. */
-  private *scan(): Generator<{ n: number; rec: LoadedRecord } | { n: number; error: unknown }> {
+  /** Pass over the MFT in batches: each non-empty slot with its fixed-up header, or why it is unreadable. */
+  private *scan(): Generator<ScanItem> {
     const rs = this.mft.recordSize;
     for (let first = 0; first < this.mft.count; first += SCAN_BATCH) {
       const count = Math.min(SCAN_BATCH, this.mft.count - first);
@@ -173,33 +178,56 @@ export class NtfsFileSystem implements FileSystem {
     }
   }
 
-  private ensureTree(): Tree {
-    if (this.tree) return this.tree;
-    const t = new Tree(this.mft.count);
-    for (const item of this.scan()) {
-      if ('error' in item) {
-        this.problem(item.error);
-        t.markBad(item.n);
-        continue;
-      }
-      const { n, rec } = item;
-      if (!rec.header.inUse || rec.header.baseRecord !== 0) continue;
-      try {
-        const names = this.names(n, this.attributes(n, rec, ONLY_NAMES), rec.at);
-        t.setLive(n, rec.header.sequence, rec.header.isDirectory);
-        const long = names.filter((f) => f.namespace !== Namespace.Dos);
-        const seen = new Set<string>();
-        for (const f of long.length ? long : names) {
-          const key = `${f.parentRecord}/${f.parentSequence}/${f.name}`;
-          if (seen.has(key)) continue;
-          seen.add(key);
-          t.addLink(n, f.parentRecord, f.parentSequence, f.name);
-        }
-      } catch (e) {
-        this.problem(e);
-        t.markBad(n);
-      }
+  /** Adds the names of a live base record to the tree. */
+  private addNames(t: Tree, n: number, rec: LoadedRecord, attrs: Attribute[]): void {
+    const names = this.names(n, attrs, rec.at);
+    t.setLive(n, rec.header.sequence, rec.header.isDirectory);
+    const long = names.filter((f) => f.namespace !== Namespace.Dos);
+    const seen = new Set<string>();
+    for (const f of long.length ? long : names) {
+      const key = `${f.parentRecord}/${f.parentSequence}/${f.name}`;
+      if (seen.has(key)) continue;
+      seen.add(key);
+      t.addLink(n, f.parentRecord, f.parentSequence, f.name);
     }
+  }
+
+  /**
+   * Puts one scanned record into the tree. With `full`, returns every
+   * attribute of a live base record (undefined when it is not one, or is damaged).
+   */
+  private treeStep(t: Tree, item: ScanItem, full: boolean): Attribute[] | undefined {
+    if ('error' in item) {
+      this.problem(item.error);
+      t.markBad(item.n);
+      return undefined;
+    }
+    const { n, rec } = item;
+    if (!rec.header.inUse || rec.header.baseRecord !== 0) return undefined;
+    let attrs: Attribute[] | undefined;
+    let damage: unknown;
+    try {
+      if (full) {
+        try {
+          attrs = this.attributes(n, rec);
+        } catch (e) {
+          // the names may still be readable: the record keeps its place in the tree
+          damage = e;
+        }
+      }
+      this.addNames(t, n, rec, attrs ?? this.attributes(n, rec, ONLY_NAMES));
+    } catch (e) {
+      this.problem(e);
+      t.markBad(n);
+      return undefined;
+    }
+    if (damage !== undefined) this.problem(damage);
+    return attrs;
+  }
+
+  /** Orphans and cycles, once every record is in the tree. */
+  private finishTree(t: Tree): Tree {
+    t.seen = t.count;
     for (let l = 0; l < t.linkName.length; l++) {
       const r = t.linkRecord[l]!;
       if (r !== ROOT_RECORD && t.isUsable(r) && t.parentPath(l) === ORPHAN_DIR && !Tree.isMetafile(r)) t.orphans++;
@@ -212,6 +240,13 @@ export class NtfsFileSystem implements FileSystem {
     t.orphans += t.cycles.length;
     this.tree = t;
     return t;
+  }
+
+  private ensureTree(): Tree {
+    if (this.tree) return this.tree;
+    const t = new Tree(this.mft.count);
+    for (const item of this.scan()) this.treeStep(t, item, false);
+    return this.finishTree(t);
   }
 
   /** Owner SIDs of $Secure:$SDS by security id (read once, on first need). */
@@ -372,8 +407,13 @@ export class NtfsFileSystem implements FileSystem {
 
   /** Entries of one record, one per visible path. */
   private entriesOf(t: Tree, n: number, rec: LoadedRecord): FsEntry[] {
+    return this.entriesFrom(t, n, rec, this.attributes(n, rec));
+  }
+
+  private entriesFrom(t: Tree, n: number, rec: LoadedRecord, attrs: Attribute[]): FsEntry[] {
+    const d = this.describe(n, rec.header, attrs, rec.at);
+    if (n === ROOT_RECORD) return [this.entry(ROOT_RECORD, d, '/', '', 1, ROOT_RECORD)];
     const links = t.links(n);
-    const d = this.describe(n, rec.header, this.attributes(n, rec), rec.at);
     const out: FsEntry[] = [];
     for (const l of links) {
       const path = t.linkPath(l);
@@ -383,21 +423,58 @@ export class NtfsFileSystem implements FileSystem {
     return out;
   }
 
+  /**
+   * One pass over the MFT when the tree is not built yet: a record is yielded
+   * as soon as the paths of its parents are known (parents usually have lower
+   * record numbers); the few others are read again at the end.
+   */
   *walk(): Iterable<FsEntry> {
-    const t = this.ensureTree();
+    if (this.tree) {
+      yield* this.walkTree(this.tree);
+      return;
+    }
+    const t = new Tree(this.mft.count);
+    const deferred: number[] = [];
+    for (const item of this.scan()) {
+      t.seen = item.n + 1;
+      const attrs = this.treeStep(t, item, true);
+      if (!attrs || 'error' in item || Tree.isMetafile(item.n)) continue;
+      const { n, rec } = item;
+      if (n !== ROOT_RECORD && t.links(n).some((l) => t.linkPath(l) === PENDING)) {
+        deferred.push(n);
+        continue;
+      }
+      const entries = this.entriesSafely(t, n, () => this.entriesFrom(t, n, rec, attrs));
+      if (entries) yield* entries;
+    }
+    this.finishTree(t);
+    for (const n of deferred) {
+      const entries = this.entriesSafely(t, n, () => this.entriesOf(t, n, this.mft.load(n)));
+      if (entries) yield* entries;
+    }
+    if (t.orphans > 0) yield this.orphanDirEntry();
+  }
+
+  /** A second walk reuses the tree: root, orphan folder, then every record in MFT order. */
+  private *walkTree(t: Tree): Iterable<FsEntry> {
     yield this.rootEntry();
     if (t.orphans > 0) yield this.orphanDirEntry();
     for (const item of this.scan()) {
       if ('error' in item || item.n === ROOT_RECORD || !t.isUsable(item.n) || Tree.isMetafile(item.n)) continue;
-      let entries: FsEntry[];
-      try {
-        entries = this.entriesOf(t, item.n, item.rec);
-      } catch (e) {
-        const first = t.links(item.n)[0];
-        this.problem(e, first === undefined ? undefined : (t.linkPath(first) ?? undefined));
-        continue;
-      }
-      yield* entries;
+      const { n, rec } = item;
+      const entries = this.entriesSafely(t, n, () => this.entriesOf(t, n, rec));
+      if (entries) yield* entries;
+    }
+  }
+
+  /** Entries of a record, or undefined (and a problem recorded) when it is damaged. */
+  private entriesSafely(t: Tree, n: number, make: () => FsEntry[]): FsEntry[] | undefined {
+    try {
+      return make();
+    } catch (e) {
+      const first = t.links(n)[0];
+      this.problem(e, first === undefined ? undefined : (t.linkPath(first) ?? undefined));
+      return undefined;
     }
   }
 

@@ -46,26 +46,24 @@ export function buildStream(pieces: Attribute[], geo: VolumeGeometry, err: Error
   const first = pieces[0];
   if (!first) throw err.notFound('NTFS_NO_STREAM', 'no such stream', { inode });
   const flags = first.flags;
-  const base = {
-    record: inode,
-    name: first.name,
-    compressed: (flags & ATTR_FLAG_COMPRESSION_MASK) !== 0,
-    encrypted: (flags & ATTR_FLAG_ENCRYPTED) !== 0,
-    sparse: (flags & ATTR_FLAG_SPARSE) !== 0,
-  };
+  const encrypted = (flags & ATTR_FLAG_ENCRYPTED) !== 0;
+  const sparse = (flags & ATTR_FLAG_SPARSE) !== 0;
   if (first.value) {
     if (pieces.length > 1) {
       throw err.corrupt('NTFS_RESIDENT_PIECES', 'a resident attribute appears more than once', { inode });
     }
     const v = first.value;
     return {
-      ...base,
-      compressed: false,
+      record: inode,
+      name: first.name,
       size: v.length,
       initializedSize: v.length,
       resident: v,
       runs: [],
       unitClusters: 0,
+      compressed: false,
+      encrypted,
+      sparse,
     };
   }
   const sorted = [...pieces].sort((a, b) => a.startVcn - b.startVcn);
@@ -109,8 +107,9 @@ export function buildStream(pieces: Attribute[], geo: VolumeGeometry, err: Error
     });
   }
   checkRunsDisjoint(runs, { err, at: head.runlistAt, inode, totalClusters: geo.totalClusters });
+  const compressed = (flags & ATTR_FLAG_COMPRESSION_MASK) !== 0;
   let unitClusters = 0;
-  if (base.compressed) {
+  if (compressed) {
     if (head.compressionUnit === 0 || head.compressionUnit > MAX_COMPRESSION_UNIT_SHIFT) {
       throw err.unsupported('NTFS_COMPRESSION_UNIT', `compression unit 2^${head.compressionUnit} clusters`, {
         offset: head.runlistAt,
@@ -119,7 +118,18 @@ export function buildStream(pieces: Attribute[], geo: VolumeGeometry, err: Error
     }
     unitClusters = 2 ** head.compressionUnit;
   }
-  return { ...base, size: dataSize, initializedSize, resident: null, runs, unitClusters };
+  return {
+    record: inode,
+    name: first.name,
+    size: dataSize,
+    initializedSize,
+    resident: null,
+    runs,
+    unitClusters,
+    compressed,
+    encrypted,
+    sparse,
+  };
 }
 
 /**

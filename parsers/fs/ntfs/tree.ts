@@ -23,6 +23,8 @@ export const FIRST_USER_RECORD = 16;
 export const ORPHAN_DIR = '/$OrphanFiles';
 /** Deeper than this is treated as a cycle (Windows paths stop far earlier). */
 export const MAX_DEPTH = 4096;
+/** A path that depends on a record the single-pass walk has not reached yet. */
+export const PENDING = '\u0000pending';
 
 const LIVE = 1;
 const DIR = 2;
@@ -40,9 +42,12 @@ export class Tree {
   private readonly dirPaths = new Map<number, string | null>();
   /** Names placed directly under ORPHAN_DIR. */
   orphans = 0;
+  /** Records below this number have been scanned (a walk fills the tree as it goes). */
+  seen: number;
   cycles: number[] = [];
 
   constructor(readonly count: number) {
+    this.seen = count;
     this.seq = new Uint16Array(count);
     this.state = new Uint8Array(count);
     this.head = new Int32Array(count).fill(-1);
@@ -95,9 +100,14 @@ export class Tree {
     return (s & (LIVE | DIR)) === (LIVE | DIR) && (s & BAD) === 0 && this.seq[record] === sequence;
   }
 
-  /** Path of the directory that holds link `l` ('' for the root), ORPHAN_DIR, or null when hidden. */
+  private isPending(record: number): boolean {
+    return record >= this.seen && record < this.count;
+  }
+
+  /** Path of the directory that holds link `l` ('' for the root), ORPHAN_DIR, PENDING, or null when hidden. */
   parentPath(l: number): string | null {
     const p = this.linkParent[l] ?? -1;
+    if (this.isPending(p)) return PENDING;
     if (!this.isLiveDir(p, this.linkParentSeq[l] ?? -1)) return ORPHAN_DIR;
     return this.dirPath(p);
   }
@@ -106,7 +116,7 @@ export class Tree {
   linkPath(l: number): string | null {
     if (Tree.isMetafile(this.linkRecord[l] ?? 0)) return null;
     const parent = this.parentPath(l);
-    return parent === null ? null : `${parent}/${this.linkName[l]}`;
+    return parent === null || parent === PENDING ? parent : `${parent}/${this.linkName[l]}`;
   }
 
   private dirPath(d: number): string | null {
@@ -130,6 +140,7 @@ export class Tree {
         base = null;
         break;
       }
+      if (this.isPending(cur)) return PENDING;
       if (onChain.has(cur) || chain.length >= MAX_DEPTH) {
         this.cycles.push(cur);
         base = ORPHAN_DIR;
@@ -143,6 +154,7 @@ export class Tree {
       chain.push(cur);
       onChain.add(cur);
       const p = this.linkParent[l] ?? -1;
+      if (this.isPending(p)) return PENDING;
       if (!this.isLiveDir(p, this.linkParentSeq[l] ?? -1)) {
         base = ORPHAN_DIR;
         break;
