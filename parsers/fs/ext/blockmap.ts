@@ -6,7 +6,7 @@
  * Spec: kernel Documentation/filesystems/ext4/ifork.rst ("Direct/Indirect
  * Block Addressing"); libyal ext document, "Block numbers".
  */
-import { u32le } from '../../bytes.js';
+import { le32 } from './le.js';
 import { type BlockRun, checkBlocks, type MapContext, pushRun } from './runs.js';
 
 const DIRECT_BLOCKS = 12;
@@ -21,7 +21,7 @@ export function blockMapRuns(ctx: MapContext, iblock: Uint8Array, nBlocks: numbe
     pushRun(out, { lblk, pblk, len: 1, unwritten: false }, ctx);
   };
   for (let i = 0; i < DIRECT_BLOCKS && i < nBlocks; i++) {
-    const p = u32le(iblock, i * 4);
+    const p = le32(iblock, i * 4);
     if (p !== 0) add(i, p);
   }
   // Walks the indirect block `pblk` of `level` (1 = its pointers are data blocks) that starts at lblk `base`.
@@ -41,7 +41,7 @@ export function blockMapRuns(ctx: MapContext, iblock: Uint8Array, nBlocks: numbe
     for (let i = 0; i < perBlock; i++) {
       const lblk = base + i * span;
       if (lblk >= nBlocks) return;
-      const p = u32le(block, i * 4);
+      const p = le32(block, i * 4);
       if (p === 0) continue;
       if (level === 1) add(lblk, p);
       else walk(p, level - 1, lblk);
@@ -49,7 +49,7 @@ export function blockMapRuns(ctx: MapContext, iblock: Uint8Array, nBlocks: numbe
   };
   let base = DIRECT_BLOCKS;
   for (let level = 1; level <= INDIRECT_LEVELS && base < nBlocks; level++) {
-    const p = u32le(iblock, (DIRECT_BLOCKS + level - 1) * 4);
+    const p = le32(iblock, (DIRECT_BLOCKS + level - 1) * 4);
     if (p !== 0) walk(p, level, base);
     base += perBlock ** level;
   }

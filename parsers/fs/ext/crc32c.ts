@@ -26,8 +26,8 @@ const TABLES: Uint32Array[] = (() => {
   return t;
 })();
 
-/** Continues a CRC-32C register over `data` (no pre- or post-inversion). */
-export function crc32c(crc: number, data: Uint8Array): number {
+/** Continues a CRC-32C register over data[start, end) (no pre- or post-inversion). */
+export function crc32c(crc: number, data: Uint8Array, start = 0, end = data.length): number {
   const [t0, t1, t2, t3, t4, t5, t6, t7] = TABLES as [
     Uint32Array,
     Uint32Array,
@@ -39,8 +39,8 @@ export function crc32c(crc: number, data: Uint8Array): number {
     Uint32Array,
   ];
   let c = crc >>> 0;
-  let i = 0;
-  const n = data.length;
+  let i = start;
+  const n = end;
   for (; i + 8 <= n; i += 8) {
     const a = (c ^ (data[i]! | (data[i + 1]! << 8) | (data[i + 2]! << 16) | (data[i + 3]! << 24))) >>> 0;
     c =
@@ -59,7 +59,8 @@ export function crc32c(crc: number, data: Uint8Array): number {
 
 /** CRC-32C register continued over one little-endian u32. */
 export function crc32cU32(crc: number, v: number): number {
-  const b = Buffer.alloc(4);
-  b.writeUInt32LE(v >>> 0, 0);
-  return crc32c(crc, b);
+  const t0 = TABLES[0] as Uint32Array;
+  let c = crc >>> 0;
+  for (let k = 0; k < 4; k++) c = (c >>> 8) ^ (t0[(c ^ (v >>> (8 * k))) & 0xff] as number);
+  return c >>> 0;
 }

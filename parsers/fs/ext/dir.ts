@@ -11,9 +11,10 @@
  * of i_block and their records in the rest of i_block and the system.data xattr.
  * Spec: kernel Documentation/filesystems/ext4/directory.rst.
  */
-import { u16le, u32le } from '../../bytes.js';
+
 import type { Errors, VdbakError } from '../../errors.js';
 import { crc32c } from './crc32c.js';
+import { le16, le32 } from './le.js';
 
 export const DIRENT_HEADER_SIZE = 8;
 const MIN_REC_LEN = 12;
@@ -59,11 +60,11 @@ export function parseDirBlock(
   if (!opts.inline && ctx.seed !== undefined) checkBlockChecksum(block, offset, ctx, opts.first === true);
   let p = 0;
   while (p + DIRENT_HEADER_SIZE <= block.length) {
-    const ino = u32le(block, p);
-    let recLen = u16le(block, p + 4);
+    const ino = le32(block, p);
+    let recLen = le16(block, p + 4);
     // 64 KiB blocks cannot say 65536 in 16 bits: it is stored as 0 or 65535.
     if (block.length >= MAX_REC_LEN && (recLen === 0 || recLen === MAX_REC_LEN - 1)) recLen = MAX_REC_LEN;
-    const nameLen = ctx.hasFileType ? (block[p + 6] as number) : u16le(block, p + 6);
+    const nameLen = ctx.hasFileType ? (block[p + 6] as number) : le16(block, p + 6);
     const fileType = ctx.hasFileType ? (block[p + 7] as number) : 0;
     const minLen = (DIRENT_HEADER_SIZE + nameLen + 3) & ~3;
     if (
@@ -97,25 +98,25 @@ function checkBlockChecksum(block: Uint8Array, offset: number, ctx: DirBlockCont
   const tail = n - TAIL_SIZE;
   const isTail =
     n >= TAIL_SIZE &&
-    u32le(block, tail) === 0 &&
-    u16le(block, tail + 4) === TAIL_SIZE &&
+    le32(block, tail) === 0 &&
+    le16(block, tail + 4) === TAIL_SIZE &&
     block[tail + 6] === 0 &&
     block[tail + 7] === TAIL_FILE_TYPE;
   let ok = true;
   if (isTail) {
-    ok = crc32c(seed, block.subarray(0, tail)) === u32le(block, tail + 8);
+    ok = crc32c(seed, block.subarray(0, tail)) === le32(block, tail + 8);
   } else if (ctx.indexed) {
     const countOffset = first ? DX_ROOT_COUNT_OFFSET : isDxNode(block) ? DX_NODE_COUNT_OFFSET : -1;
     if (countOffset < 0) return;
-    const limit = u16le(block, countOffset);
-    const count = u16le(block, countOffset + 2);
+    const limit = le16(block, countOffset);
+    const count = le16(block, countOffset + 2);
     const tailAt = countOffset + limit * DX_ENTRY_SIZE;
     if (count > limit || tailAt + DX_TAIL_SIZE > n) {
       ok = false;
     } else {
       // Over the counted entries, then the tail with its checksum field as zeros.
       const c = crc32c(seed, block.subarray(0, countOffset + count * DX_ENTRY_SIZE));
-      ok = crc32c(crc32c(c, block.subarray(tailAt, tailAt + 4)), ZERO4) === u32le(block, tailAt + 4);
+      ok = crc32c(crc32c(c, block.subarray(tailAt, tailAt + 4)), ZERO4) === le32(block, tailAt + 4);
     }
   }
   if (!ok) {
@@ -125,6 +126,6 @@ function checkBlockChecksum(block: Uint8Array, offset: number, ctx: DirBlockCont
 
 /** An htree interior node: one empty record spanning the whole block. */
 function isDxNode(block: Uint8Array): boolean {
-  const recLen = u16le(block, 4);
-  return u32le(block, 0) === 0 && (recLen === block.length || (recLen === 0 && block.length === 65536));
+  const recLen = le16(block, 4);
+  return le32(block, 0) === 0 && (recLen === block.length || (recLen === 0 && block.length === 65536));
 }

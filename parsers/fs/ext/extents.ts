@@ -6,8 +6,9 @@
  * with a crc32c tail (metadata_csum).
  * Spec: kernel Documentation/filesystems/ext4/ifork.rst ("Extent Tree").
  */
-import { assertLayout, u16le, u32le } from '../../bytes.js';
+import { assertLayout } from '../../bytes.js';
 import { crc32c } from './crc32c.js';
+import { le16, le32 } from './le.js';
 import { type BlockRun, checkBlocks, type MapContext, pushRun } from './runs.js';
 
 export const EXTENT_MAGIC = 0xf30a;
@@ -37,11 +38,11 @@ export function extentRuns(ctx: MapContext, root: Uint8Array, nBlocks: number): 
   const maxNodes = Math.max(16, Math.ceil(ctx.sb.blocksCount / 4));
   const walk = (node: Uint8Array, expectDepth: number | undefined, nodeOffset: number | undefined, isRoot: boolean) => {
     const depth = checkHeader(ctx, node, expectDepth, nodeOffset, isRoot);
-    const entries = u16le(node, EH.entries[0]);
+    const entries = le16(node, EH.entries[0]);
     let prevLblk = -1;
     for (let i = 0; i < entries; i++) {
       const e = EXTENT_HEADER_SIZE + i * EXTENT_ENTRY_SIZE;
-      const lblk = u32le(node, e);
+      const lblk = le32(node, e);
       if (lblk <= prevLblk) {
         throw ctx.err.corrupt('EXT_EXTENT_ORDER', `extent entries out of order (${lblk} after ${prevLblk})`, {
           offset: nodeOffset,
@@ -51,7 +52,7 @@ export function extentRuns(ctx: MapContext, root: Uint8Array, nBlocks: number): 
       prevLblk = lblk;
       if (lblk >= nBlocks) break;
       if (depth > 0) {
-        const child = u32le(node, e + EI.leafLo[0]) + u16le(node, e + EI.leafHi[0]) * 2 ** 32;
+        const child = le32(node, e + EI.leafLo[0]) + le16(node, e + EI.leafHi[0]) * 2 ** 32;
         checkBlocks(ctx, child, 1, 'extent index block', nodeOffset);
         if (visited.has(child) || ++nodes > maxNodes) {
           throw ctx.err.corrupt('EXT_EXTENT_LOOP', `extent tree revisits block ${child}`, {
@@ -63,11 +64,11 @@ export function extentRuns(ctx: MapContext, root: Uint8Array, nBlocks: number): 
         walk(ctx.readBlocks(child, 1), depth - 1, child * ctx.sb.blockSize, false);
         continue;
       }
-      let len = u16le(node, e + EE.len[0]);
+      let len = le16(node, e + EE.len[0]);
       const unwritten = len > UNINIT_LEN;
       if (unwritten) len -= UNINIT_LEN;
       if (len === 0) continue;
-      const pblk = u32le(node, e + EE.startLo[0]) + u16le(node, e + EE.startHi[0]) * 2 ** 32;
+      const pblk = le32(node, e + EE.startLo[0]) + le16(node, e + EE.startHi[0]) * 2 ** 32;
       if (lblk + len > MAX_LOGICAL_BLOCK) {
         throw ctx.err.corrupt('EXT_EXTENT_RANGE', `extent at logical block ${lblk} runs past 2^32`, {
           offset: nodeOffset,
@@ -98,11 +99,11 @@ function checkHeader(
   isRoot: boolean,
 ): number {
   const at = { offset: nodeOffset, inode: ctx.ino };
-  if (u16le(node, EH.magic[0]) !== EXTENT_MAGIC)
+  if (le16(node, EH.magic[0]) !== EXTENT_MAGIC)
     throw ctx.err.corrupt('EXT_EXTENT_MAGIC', 'bad extent header magic', at);
-  const entries = u16le(node, EH.entries[0]);
-  const max = u16le(node, EH.max[0]);
-  const depth = u16le(node, EH.depth[0]);
+  const entries = le16(node, EH.entries[0]);
+  const max = le16(node, EH.max[0]);
+  const depth = le16(node, EH.depth[0]);
   const room = Math.floor((node.length - EXTENT_HEADER_SIZE - (isRoot ? 0 : 4)) / EXTENT_ENTRY_SIZE);
   if (max > room || entries > max) {
     throw ctx.err.corrupt('EXT_EXTENT_COUNT', `extent node claims ${entries} of ${max} entries (room for ${room})`, at);
@@ -112,7 +113,7 @@ function checkHeader(
   }
   if (!isRoot && ctx.sb.hasMetadataCsum) {
     const tail = EXTENT_HEADER_SIZE + max * EXTENT_ENTRY_SIZE;
-    if (crc32c(ctx.seed, node.subarray(0, tail)) !== u32le(node, tail)) {
+    if (crc32c(ctx.seed, node.subarray(0, tail)) !== le32(node, tail)) {
       ctx.problem(ctx.err.corrupt('EXT_EXTENT_CSUM', 'extent block checksum mismatch', at));
     }
   }

@@ -71,6 +71,7 @@ export class ExtFileSystem implements FileSystem {
   private readonly xattrCache = new Map<number, Xattr[]>();
   private readonly reportedInodes = new Set<number>();
   private runCache: { id: string; runs: DataRun[] } | undefined;
+  private lastChunk = -1;
 
   constructor(private readonly dev: BlockDevice) {
     this.err = errorsFor({ image: dev.name, layer: 'ext' });
@@ -455,17 +456,22 @@ export class ExtFileSystem implements FileSystem {
     const key = group * Math.ceil(tableBytes / INODE_CHUNK) + chunkIndex;
     let chunk = this.inodeCache.get(key);
     if (chunk) {
-      this.inodeCache.delete(key);
+      // Least recently used order: move the chunk to the end unless it is already there.
+      if (key !== this.lastChunk) {
+        this.inodeCache.delete(key);
+        this.inodeCache.set(key, chunk);
+      }
     } else {
       const start = chunkIndex * INODE_CHUNK;
       chunk = this.dev.read(table * sb.blockSize + start, Math.min(INODE_CHUNK, tableBytes - start));
       if (this.inodeCache.size >= INODE_CACHE_CHUNKS) {
         this.inodeCache.delete(this.inodeCache.keys().next().value as number);
       }
+      this.inodeCache.set(key, chunk);
     }
-    this.inodeCache.set(key, chunk);
+    this.lastChunk = key;
     const at = (index * sb.inodeSize) % INODE_CHUNK;
-    const raw = chunk.subarray(at, at + sb.inodeSize);
+    const raw = new Uint8Array(chunk.buffer, chunk.byteOffset + at, sb.inodeSize);
     const inode = parseInode(raw, ino, sb, offset, this.err);
     if (!inode.checksumOk && !isUnusedInode(raw) && !this.reportedInodes.has(ino)) {
       this.reportedInodes.add(ino);

@@ -8,9 +8,10 @@
  * Only what reading needs is kept, in typed arrays (one slot per group).
  */
 import type { BlockDevice } from '../../blockdevice.js';
-import { assertLayout, u16le, u32le } from '../../bytes.js';
+import { assertLayout } from '../../bytes.js';
 import type { Errors, VdbakError } from '../../errors.js';
 import { crc32c, crc32cU32 } from './crc32c.js';
+import { le16, le32 } from './le.js';
 import { groupHasSuper, INCOMPAT, RO_COMPAT, type Superblock } from './superblock.js';
 
 export const GD = {
@@ -96,15 +97,15 @@ function parseDescriptor(
   err: Errors,
 ): void {
   const wide = sb.is64bit && sb.descSize >= 64;
-  const table = u32le(d, GD.inodeTableLo[0]) + (wide ? u32le(d, GD.inodeTableHi[0]) * 2 ** 32 : 0);
-  const flags = u16le(d, GD.flags[0]);
-  const unused = u16le(d, GD.itableUnusedLo[0]) + (wide ? u16le(d, GD.itableUnusedHi[0]) * 65536 : 0);
+  const table = le32(d, GD.inodeTableLo[0]) + (wide ? le32(d, GD.inodeTableHi[0]) * 2 ** 32 : 0);
+  const flags = le16(d, GD.flags[0]);
+  const unused = le16(d, GD.itableUnusedLo[0]) + (wide ? le16(d, GD.itableUnusedHi[0]) * 65536 : 0);
   if (sb.hasMetadataCsum) {
     let c = crc32cU32(sb.csumSeed, g);
     c = crc32c(c, d.subarray(0, GD.checksum[0]));
     c = crc32c(c, ZERO2);
     c = crc32c(c, d.subarray(GD.checksum[0] + 2));
-    if ((c & 0xffff) !== u16le(d, GD.checksum[0])) t.badChecksum.push(g);
+    if ((c & 0xffff) !== le16(d, GD.checksum[0])) t.badChecksum.push(g);
   }
   const tableBlocks = Math.ceil((sb.inodesPerGroup * sb.inodeSize) / sb.blockSize);
   t.flags[g] = uninitBg ? flags : 0;

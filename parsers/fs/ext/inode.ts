@@ -4,10 +4,11 @@
  * then in-inode extended attributes up to s_inode_size.
  * Spec: kernel Documentation/filesystems/ext4/inodes.rst, checksums.rst.
  */
-import { assertLayout, i32le, u16le, u32le } from '../../bytes.js';
+import { assertLayout } from '../../bytes.js';
 import type { Errors } from '../../errors.js';
 import type { EntryType } from '../types.js';
 import { crc32c, crc32cU32 } from './crc32c.js';
+import { le16, le32, le32s } from './le.js';
 import type { Superblock } from './superblock.js';
 import { RO_COMPAT } from './superblock.js';
 
@@ -102,17 +103,17 @@ export interface Inode {
 
 /** True when an on-disk inode slot has never held or no longer holds a file. */
 export function isUnusedInode(raw: Uint8Array): boolean {
-  return u16le(raw, INO.mode[0]) === 0 || u16le(raw, INO.linksCount[0]) === 0;
+  return le16(raw, INO.mode[0]) === 0 || le16(raw, INO.linksCount[0]) === 0;
 }
 
 /** Decodes one inode (`raw` is s_inode_size bytes) found at volume `offset`. */
 export function parseInode(raw: Uint8Array, ino: number, sb: Superblock, offset: number, err: Errors): Inode {
-  const mode = u16le(raw, INO.mode[0]);
+  const mode = le16(raw, INO.mode[0]);
   const type = TYPES[mode & S_IFMT] ?? 'other';
-  const flags = u32le(raw, INO.flags[0]);
+  const flags = le32(raw, INO.flags[0]);
   let extra = 0;
   if (sb.inodeSize > GOOD_OLD_INODE_SIZE) {
-    extra = u16le(raw, INO.extraIsize[0]);
+    extra = le16(raw, INO.extraIsize[0]);
     if (extra % 4 !== 0 || GOOD_OLD_INODE_SIZE + extra > sb.inodeSize) {
       throw err.corrupt('EXT_BAD_EXTRA_ISIZE', `i_extra_isize ${extra} does not fit the inode`, {
         offset: offset + INO.extraIsize[0],
@@ -122,19 +123,19 @@ export function parseInode(raw: Uint8Array, ino: number, sb: Superblock, offset:
   }
   const has = (f: readonly [number, number]) => GOOD_OLD_INODE_SIZE + extra >= f[0] + f[1];
   const time = (lo: readonly [number, number], ex: readonly [number, number]): bigint => {
-    let sec = i32le(raw, lo[0]);
+    let sec = le32s(raw, lo[0]);
     let nsec = 0;
     if (has(ex)) {
-      const e = u32le(raw, ex[0]);
+      const e = le32(raw, ex[0]);
       sec += (e & 3) * 2 ** 32;
       nsec = e >>> 2;
       if (nsec > 999_999_999) nsec = 0;
     }
     return BigInt(sec) * 1_000_000_000n + BigInt(nsec);
   };
-  const blocksRaw = u32le(raw, INO.blocksLo[0]) + u16le(raw, INO.blocksHigh[0]) * 2 ** 32;
+  const blocksRaw = le32(raw, INO.blocksLo[0]) + le16(raw, INO.blocksHigh[0]) * 2 ** 32;
   const hugeUnits = sb.roCompat & RO_COMPAT.huge_file && flags & INODE_FLAGS.hugeFile;
-  const size = u32le(raw, INO.sizeLo[0]) + u32le(raw, INO.sizeHigh[0]) * 2 ** 32;
+  const size = le32(raw, INO.sizeLo[0]) + le32(raw, INO.sizeHigh[0]) * 2 ** 32;
   if (size > Number.MAX_SAFE_INTEGER) {
     throw err.limit('EXT_BAD_SIZE', `inode size ${size} is impossible`, { offset: offset + INO.sizeLo[0], inode: ino });
   }
@@ -145,20 +146,20 @@ export function parseInode(raw: Uint8Array, ino: number, sb: Superblock, offset:
     ino,
     mode,
     type,
-    uid: u16le(raw, INO.uidLo[0]) + u16le(raw, INO.uidHigh[0]) * 65536,
-    gid: u16le(raw, INO.gidLo[0]) + u16le(raw, INO.gidHigh[0]) * 65536,
+    uid: le16(raw, INO.uidLo[0]) + le16(raw, INO.uidHigh[0]) * 65536,
+    gid: le16(raw, INO.gidLo[0]) + le16(raw, INO.gidHigh[0]) * 65536,
     size,
     atimeNs: time(INO.atime, INO.atimeExtra),
     mtimeNs: time(INO.mtime, INO.mtimeExtra),
     ctimeNs: time(INO.ctime, INO.ctimeExtra),
     crtimeNs: has(INO.crtime) ? time(INO.crtime, INO.crtimeExtra) : undefined,
-    dtime: u32le(raw, INO.dtime[0]),
-    links: u16le(raw, INO.linksCount[0]),
+    dtime: le32(raw, INO.dtime[0]),
+    links: le16(raw, INO.linksCount[0]),
     allocatedBytes: hugeUnits ? blocksRaw * sb.blockSize : blocksRaw * 512,
     flags,
-    generation: u32le(raw, INO.generation[0]),
-    fileAcl: u32le(raw, INO.fileAclLo[0]) + u16le(raw, INO.fileAclHigh[0]) * 2 ** 32,
-    block: raw.subarray(INO.block[0], INO.block[0] + I_BLOCK_SIZE),
+    generation: le32(raw, INO.generation[0]),
+    fileAcl: le32(raw, INO.fileAclLo[0]) + le16(raw, INO.fileAclHigh[0]) * 2 ** 32,
+    block: new Uint8Array(raw.buffer, raw.byteOffset + INO.block[0], I_BLOCK_SIZE),
     raw,
     xattrStart,
     checksumOk,
@@ -170,8 +171,8 @@ function hasChecksumHi(extra: number): boolean {
 }
 
 function storedChecksum(raw: Uint8Array, extra: number): number {
-  const lo = u16le(raw, INO.checksumLo[0]);
-  return hasChecksumHi(extra) ? (lo | (u16le(raw, INO.checksumHi[0]) << 16)) >>> 0 : lo;
+  const lo = le16(raw, INO.checksumLo[0]);
+  return hasChecksumHi(extra) ? (lo | (le16(raw, INO.checksumHi[0]) << 16)) >>> 0 : lo;
 }
 
 /** Seed of every per-inode checksum (inode, extent blocks, directory blocks). */
@@ -180,24 +181,30 @@ export function inodeSeed(sb: Superblock, ino: number, generation: number): numb
 }
 
 function inodeChecksum(raw: Uint8Array, ino: number, sb: Superblock, extra: number): number {
-  const copy = Buffer.from(raw);
-  copy.writeUInt16LE(0, INO.checksumLo[0]);
+  // Over the whole inode with both checksum fields read as zeros.
+  const lo = INO.checksumLo[0];
+  let c = inodeSeed(sb, ino, le32(raw, INO.generation[0]));
+  c = crc32c(c, raw, 0, lo);
+  c = crc32c(c, ZERO2);
   const hi = hasChecksumHi(extra);
-  if (hi) copy.writeUInt16LE(0, INO.checksumHi[0]);
-  const c = crc32c(inodeSeed(sb, ino, u32le(raw, INO.generation[0])), copy);
-  return hi ? c : c & 0xffff;
+  if (!hi) return crc32c(c, raw, lo + 2) & 0xffff;
+  c = crc32c(c, raw, lo + 2, INO.checksumHi[0]);
+  c = crc32c(c, ZERO2);
+  return crc32c(c, raw, INO.checksumHi[0] + 2);
 }
+
+const ZERO2 = new Uint8Array(2);
 
 /** The device number of a char/block device inode, encoded like Linux's dev_t (glibc makedev). */
 export function deviceNumber(block: Uint8Array): number {
-  const old = u32le(block, 0);
+  const old = le32(block, 0);
   let major: number;
   let minor: number;
   if (old !== 0) {
     major = (old >>> 8) & 0xff;
     minor = old & 0xff;
   } else {
-    const dev = u32le(block, 4);
+    const dev = le32(block, 4);
     major = (dev & 0xfff00) >>> 8;
     minor = (dev & 0xff) | ((dev >>> 12) & 0xfff00);
   }

@@ -8,9 +8,10 @@
  * size, so the rest of the driver can trust the result.
  */
 import type { BlockDevice } from '../../blockdevice.js';
-import { assertLayout, isPowerOfTwo, u16le, u32le } from '../../bytes.js';
+import { assertLayout, isPowerOfTwo } from '../../bytes.js';
 import type { Errors } from '../../errors.js';
 import { crc32c } from './crc32c.js';
+import { le16, le32 } from './le.js';
 
 export const SUPERBLOCK_OFFSET = 1024;
 export const SUPERBLOCK_SIZE = 1024;
@@ -174,13 +175,13 @@ export function readSuperblock(dev: BlockDevice, err: Errors): Buffer {
 
 /** True when the bytes carry the ext magic (the cheap probe). */
 export function hasExtMagic(sb: Uint8Array): boolean {
-  return sb.length >= SUPERBLOCK_SIZE && u16le(sb, SB.magic[0]) === EXT_MAGIC;
+  return sb.length >= SUPERBLOCK_SIZE && le16(sb, SB.magic[0]) === EXT_MAGIC;
 }
 
 /** Decodes and validates a superblock read from a volume of `volumeSize` bytes. */
 export function parseSuperblock(b: Uint8Array, volumeSize: number, err: Errors): Superblock {
   const at = (f: readonly [number, number]) => SUPERBLOCK_OFFSET + f[0];
-  const r32 = (f: readonly [number, number]) => u32le(b, f[0]);
+  const r32 = (f: readonly [number, number]) => le32(b, f[0]);
   if (!hasExtMagic(b)) throw err.corrupt('EXT_BAD_MAGIC', 'no ext superblock magic', { offset: at(SB.magic) });
 
   const logBlock = r32(SB.logBlockSize);
@@ -218,7 +219,7 @@ export function parseSuperblock(b: Uint8Array, volumeSize: number, err: Errors):
   const inodesPerGroup = r32(SB.inodesPerGroup);
   const inodesCount = r32(SB.inodesCount);
   const revLevel = r32(SB.revLevel);
-  const inodeSize = revLevel === 0 ? GOOD_OLD_INODE_SIZE : u16le(b, SB.inodeSize[0]);
+  const inodeSize = revLevel === 0 ? GOOD_OLD_INODE_SIZE : le16(b, SB.inodeSize[0]);
   const firstIno = revLevel === 0 ? GOOD_OLD_FIRST_INO : r32(SB.firstIno);
 
   if (blocksCount === 0 || blocksCount > Number.MAX_SAFE_INTEGER / blockSize) {
@@ -258,7 +259,7 @@ export function parseSuperblock(b: Uint8Array, volumeSize: number, err: Errors):
   }
   let descSize = DESC_SIZE_32;
   if (is64bit) {
-    descSize = u16le(b, SB.descSize[0]);
+    descSize = le16(b, SB.descSize[0]);
     if (!isPowerOfTwo(descSize) || descSize < DESC_SIZE_32 || descSize > Math.min(MAX_DESC_SIZE, blockSize)) {
       throw err.corrupt('EXT_BAD_DESC_SIZE', `group descriptor size ${descSize} is impossible`, {
         offset: at(SB.descSize),
@@ -300,7 +301,7 @@ export function parseSuperblock(b: Uint8Array, volumeSize: number, err: Errors):
     compat,
     incompat,
     roCompat,
-    state: u16le(b, SB.state[0]),
+    state: le16(b, SB.state[0]),
     uuid,
     label: decodeLabel(b.subarray(SB.volumeName[0], SB.volumeName[0] + SB.volumeName[1])),
     lastMounted: decodeLabel(b.subarray(SB.lastMounted[0], SB.lastMounted[0] + SB.lastMounted[1])),
@@ -309,7 +310,7 @@ export function parseSuperblock(b: Uint8Array, volumeSize: number, err: Errors):
     mkfsTime: r32(SB.mkfsTime),
     wtime: r32(SB.wtime),
     mtime: r32(SB.mtime),
-    backupBgs: [r32(SB.backupBgs), u32le(b, SB.backupBgs[0] + 4)],
+    backupBgs: [r32(SB.backupBgs), le32(b, SB.backupBgs[0] + 4)],
     unsignedHash: (r32(SB.flags) & SB_FLAG_UNSIGNED_HASH) !== 0,
     csumSeed,
     checksumOk,

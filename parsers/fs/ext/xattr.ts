@@ -8,10 +8,11 @@
  * them to setxattr unchanged.
  * Spec: kernel Documentation/filesystems/ext4/attributes.rst; fs/ext4/acl.h.
  */
-import { assertLayout, u16le, u32le } from '../../bytes.js';
+import { assertLayout } from '../../bytes.js';
 import type { Errors } from '../../errors.js';
 import type { Xattr } from '../types.js';
 import { crc32c } from './crc32c.js';
+import { le16, le32 } from './le.js';
 
 export const XATTR_MAGIC = 0xea020000;
 export const XATTR_BLOCK_HEADER_SIZE = 32;
@@ -52,7 +53,7 @@ export const MAX_XATTR_VALUE = 65536;
 
 /** Parses the in-inode xattr area `area` (from i_extra_isize to the end of the inode). */
 export function parseInodeXattrs(area: Uint8Array, where: XattrWhere): Xattr[] {
-  if (area.length < 4 || u32le(area, 0) !== XATTR_MAGIC) return [];
+  if (area.length < 4 || le32(area, 0) !== XATTR_MAGIC) return [];
   const entries = area.subarray(4);
   return parseEntries(entries, 0, entries, where);
 }
@@ -64,10 +65,10 @@ export function parseXattrBlock(
   csumSeed: number | undefined,
   where: XattrWhere,
 ): { xattrs: Xattr[]; checksumOk: boolean } {
-  if (u32le(block, XH.magic[0]) !== XATTR_MAGIC) {
+  if (le32(block, XH.magic[0]) !== XATTR_MAGIC) {
     throw where.err.corrupt('EXT_XATTR_MAGIC', 'bad xattr block magic', { offset: where.offset, inode: where.ino });
   }
-  if (u32le(block, XH.blocks[0]) !== 1) {
+  if (le32(block, XH.blocks[0]) !== 1) {
     throw where.err.corrupt('EXT_XATTR_BLOCKS', 'xattr block claims more than one block', {
       offset: where.offset,
       inode: where.ino,
@@ -79,7 +80,7 @@ export function parseXattrBlock(
     nr.writeBigUInt64LE(BigInt(blockNr));
     const copy = Buffer.from(block);
     copy.writeUInt32LE(0, XH.checksum[0]);
-    checksumOk = crc32c(crc32c(csumSeed, nr), copy) === u32le(block, XH.checksum[0]);
+    checksumOk = crc32c(crc32c(csumSeed, nr), copy) === le32(block, XH.checksum[0]);
   }
   return { xattrs: parseEntries(block.subarray(XATTR_BLOCK_HEADER_SIZE), 0, block, where), checksumOk };
 }
@@ -91,14 +92,14 @@ function parseEntries(list: Uint8Array, start: number, values: Uint8Array, where
   const bad = (msg: string) =>
     where.err.corrupt('EXT_XATTR_ENTRY', msg, { offset: where.offset + p, inode: where.ino });
   for (let n = 0; ; n++) {
-    if (p + 4 > list.length || u32le(list, p) === 0) break;
+    if (p + 4 > list.length || le32(list, p) === 0) break;
     if (n >= MAX_ENTRIES) throw where.err.limit('EXT_XATTR_COUNT', 'too many xattr entries', { inode: where.ino });
     if (p + ENTRY_HEADER_SIZE > list.length) throw bad('xattr entry runs past its area');
     const nameLen = list[p + XE.nameLen[0]] as number;
     const index = list[p + XE.nameIndex[0]] as number;
-    const valueOffs = u16le(list, p + XE.valueOffs[0]);
-    const valueInum = u32le(list, p + XE.valueInum[0]);
-    const valueSize = u32le(list, p + XE.valueSize[0]);
+    const valueOffs = le16(list, p + XE.valueOffs[0]);
+    const valueInum = le32(list, p + XE.valueInum[0]);
+    const valueSize = le32(list, p + XE.valueSize[0]);
     if (p + ENTRY_HEADER_SIZE + nameLen > list.length) throw bad('xattr name runs past its area');
     const suffix = Buffer.from(list.subarray(p + ENTRY_HEADER_SIZE, p + ENTRY_HEADER_SIZE + nameLen)).toString(
       'latin1',
@@ -127,7 +128,7 @@ const ACL_UNDEFINED_ID = 0xffffffff;
 
 /** Converts an ext4 on-disk POSIX ACL to the getxattr(2) format. */
 function aclToXattr(raw: Uint8Array, where: XattrWhere): Uint8Array {
-  if (raw.length < 4 || u32le(raw, 0) !== EXT4_ACL_VERSION) {
+  if (raw.length < 4 || le32(raw, 0) !== EXT4_ACL_VERSION) {
     throw where.err.corrupt('EXT_ACL_VERSION', 'POSIX ACL with an unknown version', {
       offset: where.offset,
       inode: where.ino,
@@ -140,12 +141,12 @@ function aclToXattr(raw: Uint8Array, where: XattrWhere): Uint8Array {
   let p = 4;
   while (p < raw.length) {
     if (p + 4 > raw.length) break;
-    const tag = u16le(raw, p);
-    const perm = u16le(raw, p + 2);
+    const tag = le16(raw, p);
+    const perm = le16(raw, p + 2);
     let id = ACL_UNDEFINED_ID;
     if (tag === ACL_USER || tag === ACL_GROUP) {
       if (p + 8 > raw.length) break;
-      id = u32le(raw, p + 4);
+      id = le32(raw, p + 4);
       p += 8;
     } else {
       p += 4;

@@ -1,0 +1,157 @@
+/**
+ * ext4 benchmark (issue 3): our reader next to The Sleuth Kit and sha256sum,
+ * in one run, as ratios.
+ *
+ * - Listing: an ext4 image with 100 000 files (1 000 folders × 100 small
+ *   files, made by mkfs.ext4 -d). Ours: open + walk() every entry (each with
+ *   its inode decoded, xattrs and symlink targets included). Peer:
+ *   `fls -r -p IMAGE`. Target: ours ≤ 1.5 × fls.
+ * - Content: an ext4 image made by mkfs.ext4 -d from a ~2 GiB source tree
+ *   (files of 1–256 MiB of random data). Ours: walk and read every file in
+ *   4 MiB pieces, hashing with SHA-256 as a backup does. Peer: `sha256sum`
+ *   over every file of the source tree. Target: ours ≥ 80 % of sha256sum's
+ *   throughput.
+ * Both images are cached in .cache/bench; every timing is the best of N runs
+ * after one warm-up (page cache warm for both sides).
+ *
+ * Run: npm run build && node dist/benchmarks/ext.js [--runs N] [--content-mib M] [--files N]
+ */
+import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { RawImage } from '../parsers/disk/raw.js';
+import { extDriver } from '../parsers/fs/ext/index.js';
+
+const MiB = 1024 * 1024;
+const here = dirname(fileURLToPath(import.meta.url));
+const ROOT = existsSync(join(here, '..', 'package.json')) ? resolve(here, '..') : resolve(here, '..', '..');
+const CACHE = join(ROOT, '.cache', 'bench');
+
+function arg(name: string, dflt: number): number {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? Number(process.argv[i + 1]) : dflt;
+}
+const RUNS = arg('runs', 3);
+const CONTENT_MIB = arg('content-mib', 2048);
+const FILES = arg('files', 100_000);
+
+function bash(script: string, ...args: string[]): string {
+  const r = spawnSync('bash', ['-c', script, 'bench', ...args], { encoding: 'utf8', maxBuffer: 64 * MiB });
+  if (r.status !== 0) throw new Error(`bash exited ${r.status}: ${r.stderr}`);
+  return r.stdout;
+}
+
+/** Runs `script OUT_IMAGE …` once and caches its image under `name`. */
+function cached(name: string, script: string, ...args: string[]): string {
+  mkdirSync(CACHE, { recursive: true });
+  const img = join(CACHE, name);
+  if (existsSync(img)) return img;
+  const work = join(CACHE, `${name}.work`);
+  rmSync(work, { recursive: true, force: true });
+  mkdirSync(work);
+  const t = process.hrtime.bigint();
+  bash(`set -euo pipefail; cd "${work}"; ${script}`, `${img}.tmp`, ...args);
+  renameSync(`${img}.tmp`, img);
+  rmSync(work, { recursive: true, force: true });
+  process.stderr.write(`built ${name} in ${(Number(process.hrtime.bigint() - t) / 1e9).toFixed(1)} s\n`);
+  return img;
+}
+
+const MANY_FILES = `
+files=$2; dirs=$(( (files + 99) / 100 ))
+mkdir -p src
+for ((d = 0; d < dirs; d++)); do
+  mkdir "src/d$d"
+  for ((f = 0; f < 100 && d * 100 + f < files; f++)); do printf 'file %d/%d\\n' $d $f >"src/d$d/file-$f.txt"; done
+done
+mkfs.ext4 -q -F -b 4096 -N $(( files + dirs + 1000 )) -L bench -d src "$1" $(( 256 + files / 128 ))M`;
+
+const CONTENT = `
+mib=$2; src=$3
+rm -rf "$src" && mkdir -p "$src"
+left=$mib; i=0
+while (( left > 0 )); do
+  size=$(( (i % 4 == 0 ? 256 : i % 4 == 1 ? 64 : i % 4 == 2 ? 16 : 1) ))
+  (( size > left )) && size=$left
+  mkdir -p "$src/d$(( i % 8 ))"
+  head -c $(( size * 1048576 )) /dev/urandom >"$src/d$(( i % 8 ))/f$i.bin"
+  left=$(( left - size )); i=$(( i + 1 ))
+done
+mkfs.ext4 -q -F -b 4096 -L content -d "$src" "$1" $(( mib + mib / 8 + 64 ))M`;
+
+function best(fn: () => void): number {
+  fn(); // warm-up
+  let min = Number.POSITIVE_INFINITY;
+  for (let i = 0; i < RUNS; i++) {
+    const t = process.hrtime.bigint();
+    fn();
+    min = Math.min(min, Number(process.hrtime.bigint() - t) / 1e9);
+  }
+  return min;
+}
+
+function ourWalk(img: string): number {
+  const dev = new RawImage(img);
+  const fs = extDriver.open(dev);
+  let n = 0;
+  for (const _ of fs.walk()) n++;
+  if (fs.problems.length > 0) throw new Error(`walk recorded problems: ${JSON.stringify(fs.problems[0])}`);
+  dev.close();
+  return n;
+}
+
+function ourContent(img: string): number {
+  const dev = new RawImage(img);
+  const fs = extDriver.open(dev);
+  let bytes = 0;
+  for (const e of fs.walk()) {
+    if (e.type !== 'file') continue;
+    const h = createHash('sha256');
+    for (let off = 0; off < e.size; off += 4 * MiB) h.update(fs.read(e, off, Math.min(4 * MiB, e.size - off)));
+    h.digest();
+    bytes += e.size;
+  }
+  dev.close();
+  return bytes;
+}
+
+function treeBytes(dir: string): number {
+  let n = 0;
+  for (const name of readdirSync(dir, { recursive: true }) as string[]) {
+    const st = statSync(join(dir, name));
+    if (st.isFile()) n += st.size;
+  }
+  return n;
+}
+
+function main(): void {
+  const many = cached(`ext4-${FILES}-files.img`, MANY_FILES, String(FILES));
+  const src = join(CACHE, `ext4-content-${CONTENT_MIB}m.src`);
+  const content = cached(`ext4-content-${CONTENT_MIB}m.img`, CONTENT, String(CONTENT_MIB), src);
+
+  const entries = ourWalk(many);
+  const flsLines = bash('fls -r -p "$1" | wc -l', many).trim();
+  const tOurs = best(() => ourWalk(many));
+  const tFls = best(() => bash('fls -r -p "$1" >/dev/null', many));
+  console.log(`listing ${entries} entries incl. the root (fls prints ${flsLines} lines incl. $OrphanFiles)`);
+  console.log(
+    `  ours ${tOurs.toFixed(3)} s   fls -r -p ${tFls.toFixed(3)} s   ratio ours/fls ${(tOurs / tFls).toFixed(2)} (target <= 1.5)`,
+  );
+
+  const bytes = treeBytes(src);
+  let read = 0;
+  const tRead = best(() => {
+    read = ourContent(content);
+  });
+  if (read !== bytes) throw new Error(`read ${read} bytes, the source tree holds ${bytes}`);
+  const tSum = best(() => bash('cd "$1" && find . -type f -print0 | xargs -0 sha256sum >/dev/null', src));
+  const mbs = (t: number) => (bytes / MiB / t).toFixed(0);
+  console.log(`content ${(bytes / MiB).toFixed(0)} MiB`);
+  console.log(
+    `  ours read+sha256 ${tRead.toFixed(2)} s (${mbs(tRead)} MiB/s)   sha256sum ${tSum.toFixed(2)} s (${mbs(tSum)} MiB/s)   throughput ours/sha256sum ${((tSum / tRead) * 100).toFixed(0)} % (target >= 80 %)`,
+  );
+}
+
+main();
