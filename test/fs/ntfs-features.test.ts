@@ -1,7 +1,8 @@
 /**
  * NTFS features that ntfs-3g does not write by itself:
- * - Windows reparse points (symlinks, junctions, other tags), written through
- *   ntfs-3g's system.ntfs_reparse_data attribute (test/fixtures/ntfs-reparse.sh);
+ * - Windows reparse points (symlinks, junctions, other tags) and a DOS 8.3
+ *   alias, written through ntfs-3g's system.ntfs_reparse_data and
+ *   system.ntfs_dos_name attributes (test/fixtures/ntfs-features.sh);
  * - an EFS-encrypted file and a file whose initialized size is below its data
  *   size, made by editing those fields in a copy of a real volume (testfs1,
  *   mkntfs + ntfs-3g), as Windows would have written them.
@@ -21,7 +22,7 @@ import { CORPUS, fixture, run } from '../helpers/fixtures.js';
 import { fls, ourListing } from './ntfs-oracle.js';
 
 test('reparse points: symlinks and junctions with their targets, other tags recorded', () => {
-  const dir = fixture('ntfs-reparse.sh');
+  const dir = fixture('ntfs-features.sh');
   const image = join(dir, 'ntfs.img');
   const fs = ntfsDriver.open(new RawImage(image));
   const { entries } = ourListing(fs);
@@ -44,6 +45,18 @@ test('reparse points: symlinks and junctions with their targets, other tags reco
   // TSK agrees these records carry a $REPARSE_POINT
   expect(run('istat', [image, entries.get('/junction')!.id])).toMatch(/REPARSE_POINT/);
   expect(fs.problems).toEqual([]);
+});
+
+test('the DOS 8.3 alias is kept as shortName, the long name is the name', () => {
+  const dir = fixture('ntfs-features.sh');
+  const image = join(dir, 'ntfs.img');
+  const fs = ntfsDriver.open(new RawImage(image));
+  const e = fs.lookup('/A rather long file name.text')!;
+  const dos = readFileSync(join(dir, 'dosname.txt'), 'utf8').trim();
+  expect(dos).toBe('ARATHE~1.TEX');
+  expect(e).toMatchObject({ name: 'A rather long file name.text', shortName: dos, nlink: 1 });
+  expect(run('istat', [image, e.id])).toContain(`Name: ${dos}`);
+  expect([...fs.walk()].filter((x) => x.id === e.id).length).toBe(1);
 });
 
 const IMAGE = 'testfs1-edited';

@@ -18,7 +18,8 @@ export const BOOT_SIGNATURE = 0xaa55;
 export const MAX_CLUSTER_SIZE = 2 * MiB;
 /** Largest MFT or index record we accept (real ones are 1 KiB / 4 KiB). */
 export const MAX_RECORD_SIZE = 64 * 1024;
-export const MIN_RECORD_SIZE = 256;
+/** One fixup stride: a record is made of whole 512-byte strides. */
+export const MIN_RECORD_SIZE = 512;
 
 export const BOOT = {
   oem: [0x03, 8],

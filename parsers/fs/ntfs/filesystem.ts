@@ -78,6 +78,7 @@ export class NtfsFileSystem implements FileSystem {
   private owners: Map<number, string> | undefined;
   private byParent: Map<string, Map<string, number>> | undefined;
   private readers: { key: string; reader: StreamReader }[] = [];
+  private readonly problemKeys = new Set<string>();
 
   constructor(private readonly dev: BlockDevice) {
     this.err = errorsFor({ image: dev.name, layer: 'ntfs' });
@@ -89,8 +90,12 @@ export class NtfsFileSystem implements FileSystem {
     this.readers = [];
   }
 
+  /** Records local damage once (a second walk meets the same bad records again). */
   private problem(e: unknown, path?: string): void {
     if (!isVdbakError(e)) throw e;
+    const key = `${e.code}/${e.details.inode}/${e.details.offset}`;
+    if (this.problemKeys.has(key)) return;
+    this.problemKeys.add(key);
     this.problems.push(path === undefined ? { error: e.toJSON() } : { error: e.toJSON(), path });
   }
 
@@ -233,9 +238,7 @@ export class NtfsFileSystem implements FileSystem {
       if (r !== ROOT_RECORD && t.isUsable(r) && t.parentPath(l) === ORPHAN_DIR && !Tree.isMetafile(r)) t.orphans++;
     }
     for (const c of t.cycles) {
-      this.problems.push({
-        error: this.err.corrupt('NTFS_PARENT_CYCLE', 'parent references form a cycle', { inode: c }).toJSON(),
-      });
+      this.problem(this.err.corrupt('NTFS_PARENT_CYCLE', 'parent references form a cycle', { inode: c }));
     }
     t.orphans += t.cycles.length;
     this.tree = t;

@@ -38,6 +38,14 @@ export class Mft {
   ) {
     this.recordSize = boot.recordSize;
     const stream = this.bootstrap();
+    // NTFS never makes the MFT sparse; refusing holes keeps the record count
+    // (and what is allocated per record) bounded by the clusters that exist
+    if (stream.resident || stream.compressed || stream.runs.some((r) => r.lcn === null)) {
+      throw err.corrupt('NTFS_MFT_NOT_PLAIN', '$MFT data is resident, compressed or sparse', {
+        offset: boot.mftOffset,
+        inode: 0,
+      });
+    }
     this.reader = new StreamReader(dev, boot, err, stream);
     this.count = Math.min(Math.floor(stream.size / this.recordSize), MAX_RECORDS);
     if (this.count < 16) {

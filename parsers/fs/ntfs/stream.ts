@@ -18,6 +18,8 @@ import { checkRunsDisjoint, decodeRunlist, findRun, type Run } from './runlist.j
 
 /** Compression units of more than 2^8 clusters are not something NTFS writes. */
 export const MAX_COMPRESSION_UNIT_SHIFT = 8;
+/** Windows compresses in units of 16 clusters of at most 4 KiB; a unit is decompressed in memory. */
+export const MAX_COMPRESSION_UNIT_BYTES = 1024 * 1024;
 /** Largest single read we serve in one call. */
 export const MAX_READ = 1024 * 1024 * 1024;
 
@@ -117,6 +119,12 @@ export function buildStream(pieces: Attribute[], geo: VolumeGeometry, err: Error
       });
     }
     unitClusters = 2 ** head.compressionUnit;
+    if (unitClusters * geo.clusterSize > MAX_COMPRESSION_UNIT_BYTES) {
+      throw err.unsupported('NTFS_COMPRESSION_UNIT', `compression unit of ${unitClusters * geo.clusterSize} bytes`, {
+        offset: head.runlistAt,
+        inode,
+      });
+    }
   }
   return {
     record: inode,
