@@ -141,7 +141,9 @@ function main(): void {
   const flsLines = bash('fls -r -p "$1" | wc -l', many).trim();
   const tOurs = best(() => ourWalk(many));
   const tFls = best(() => bash('fls -r -p "$1" >/dev/null', many));
-  console.log(`listing ${entries} entries (fls prints ${flsLines} lines incl. metafiles)`);
+  console.log(
+    `listing ${entries} entries (fls prints ${flsLines} lines incl. metafiles); rss ${(process.memoryUsage().rss / MiB).toFixed(0)} MiB`,
+  );
   console.log(
     `  ours ${tOurs.toFixed(3)} s   fls -r -p ${tFls.toFixed(3)} s   ratio ours/fls ${(tOurs / tFls).toFixed(2)} (target <= 1.5)`,
   );

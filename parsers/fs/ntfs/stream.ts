@@ -186,6 +186,14 @@ export class StreamReader {
     checkRange(offset, length, s.size, this.err, 'NTFS_READ_PAST_END', 'read', offset);
     if (length > MAX_READ) throw this.err.limit('NTFS_READ_TOO_LARGE', `read of ${length} bytes`, { inode: s.record });
     if (s.resident) return Buffer.from(s.resident.subarray(offset, offset + length));
+    if (!s.compressed && offset + length <= s.initializedSize) {
+      // the common case: the whole request inside one allocated run, read straight from the device
+      const cs = this.geo.clusterSize;
+      const r = s.runs[findRun(s.runs, Math.floor(offset / cs))];
+      if (r && r.lcn !== null && offset + length <= (r.vcn + r.clusters) * cs) {
+        return this.dev.read(r.lcn * cs + (offset - r.vcn * cs), length);
+      }
+    }
     const out = Buffer.alloc(length);
     const end = Math.min(offset + length, s.initializedSize);
     if (end <= offset) return out;
