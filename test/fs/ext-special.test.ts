@@ -241,6 +241,23 @@ describe('bad input (small-ext4: 1 KiB blocks, 4 groups, metadata_csum)', () => 
   });
 });
 
+test('deleted and orphan inodes are not live entries (fls lists them as deleted or orphans)', () => {
+  const image = join(small, 'small-deleted.img');
+  const fs = openExt(image);
+  const m = walkMap(fs);
+  const orphan = readFileSync(join(small, 'orphan.ino'), 'utf8').trim();
+  expect(m.has('/d/f89')).toBe(false);
+  expect(m.has('/d/f90')).toBe(false);
+  expect([...m.values()].some((e) => e.id === orphan)).toBe(false);
+  expect(m.has('/d/f88')).toBe(true);
+  const fls = run('fls', ['-r', '-p', image]);
+  expect(fls).toMatch(/\* \d+(\(realloc\))?:\td\/f89/);
+  const ours = new Map([...m.values()].filter((e) => e.path !== '/').map((e) => [e.path, Number(e.id)]));
+  expect(ours).toEqual(flsListing(image));
+  expect(fs.problems).toEqual([]);
+  expect(fs.info().facts?.inodeCount).toBe(256);
+});
+
 test('small-ext2: block maps with single and double indirect blocks hash like the source', () => {
   const fs = openExt(join(small, 'small-ext2.img'));
   const m = walkMap(fs);

@@ -27,11 +27,56 @@ const DX_ENTRY_SIZE = 8;
 const DX_TAIL_SIZE = 8;
 const ZERO4 = new Uint8Array(4);
 
-export interface DirRecord {
-  ino: number;
-  name: Uint8Array;
-  /** Dirent file_type (0 when the filesystem has no filetype feature). */
-  fileType: number;
+/**
+ * The names of one directory, kept compact for directories of millions of
+ * entries: inode numbers and name offsets in typed arrays, name bytes in one
+ * pool (no object per name).
+ */
+export class DirList {
+  count = 0;
+  inos = new Uint32Array(64);
+  private starts = new Uint32Array(64);
+  private lens = new Uint16Array(64);
+  private pool = new Uint8Array(4096);
+  private used = 0;
+
+  constructor(private readonly maxEntries: number) {}
+
+  push(ino: number, src: Uint8Array, start: number, len: number, err: Errors, dirIno: number): void {
+    if (this.count >= this.maxEntries) {
+      throw err.limit('EXT_DIR_TOO_LARGE', `directory holds more than ${this.maxEntries} names`, { inode: dirIno });
+    }
+    if (this.count === this.inos.length) {
+      this.inos = grow(this.inos, new Uint32Array(this.count * 2));
+      this.starts = grow(this.starts, new Uint32Array(this.count * 2));
+      this.lens = grow(this.lens, new Uint16Array(this.count * 2));
+    }
+    if (this.used + len > this.pool.length) this.pool = grow(this.pool, new Uint8Array((this.used + len) * 2));
+    this.pool.set(src.subarray(start, start + len), this.used);
+    this.inos[this.count] = ino;
+    this.starts[this.count] = this.used;
+    this.lens[this.count] = len;
+    this.used += len;
+    this.count++;
+  }
+
+  name(i: number): Uint8Array {
+    const s = this.starts[i] as number;
+    return this.pool.subarray(s, s + (this.lens[i] as number));
+  }
+
+  /** Positions 0..count-1 ordered by inode number (the order of the inode tables on disk). */
+  byInode(): Uint32Array {
+    const order = new Uint32Array(this.count);
+    for (let i = 0; i < this.count; i++) order[i] = i;
+    const inos = this.inos;
+    return order.sort((a, b) => (inos[a] as number) - (inos[b] as number));
+  }
+}
+
+function grow<T extends Uint8Array | Uint16Array | Uint32Array>(from: T, to: T): T {
+  to.set(from);
+  return to;
 }
 
 export interface DirBlockContext {
@@ -54,7 +99,7 @@ export function parseDirBlock(
   block: Uint8Array,
   offset: number,
   ctx: DirBlockContext,
-  out: DirRecord[],
+  out: DirList,
   opts: { first?: boolean; inline?: boolean } = {},
 ): void {
   if (!opts.inline && ctx.seed !== undefined) checkBlockChecksum(block, offset, ctx, opts.first === true);
@@ -65,7 +110,6 @@ export function parseDirBlock(
     // 64 KiB blocks cannot say 65536 in 16 bits: it is stored as 0 or 65535.
     if (block.length >= MAX_REC_LEN && (recLen === 0 || recLen === MAX_REC_LEN - 1)) recLen = MAX_REC_LEN;
     const nameLen = ctx.hasFileType ? (block[p + 6] as number) : le16(block, p + 6);
-    const fileType = ctx.hasFileType ? (block[p + 7] as number) : 0;
     const minLen = (DIRENT_HEADER_SIZE + nameLen + 3) & ~3;
     if (
       recLen < Math.min(MIN_REC_LEN, block.length - p) ||
@@ -81,13 +125,7 @@ export function parseDirBlock(
       );
       return;
     }
-    if (ino !== 0 && nameLen > 0) {
-      out.push({
-        ino,
-        name: Uint8Array.from(block.subarray(p + DIRENT_HEADER_SIZE, p + DIRENT_HEADER_SIZE + nameLen)),
-        fileType,
-      });
-    }
+    if (ino !== 0 && nameLen > 0) out.push(ino, block, p + DIRENT_HEADER_SIZE, nameLen, ctx.err, ctx.ino);
     p += recLen;
   }
 }

@@ -17,7 +17,7 @@ import type { BlockDevice } from '../../blockdevice.js';
 import { type Errors, errorsFor, isVdbakError, type VdbakError } from '../../errors.js';
 import type { DataRun, FileSystem, FsEntry, FsInfo, FsProblem, Xattr } from '../types.js';
 import { blockMapRuns } from './blockmap.js';
-import { type DirRecord, parseDirBlock } from './dir.js';
+import { DirList, parseDirBlock } from './dir.js';
 import { extentRuns } from './extents.js';
 import { BG_INODE_UNINIT, type GroupTable, readGroups } from './groups.js';
 import { inlineContent, inlineDirAreas } from './inline.js';
@@ -175,32 +175,33 @@ export class ExtFileSystem implements FileSystem {
 
   /** The live children of directory `ino` whose path is `dirPath` ('' for the root), in inode order. */
   private *children(ino: number, dirPath: string): Generator<{ inode: Inode; path: string; name: string }> {
-    let records: DirRecord[];
+    let records: DirList;
     try {
       records = this.dirRecords(this.inode(ino));
     } catch (e) {
       this.local(e, dirPath || '/');
       return;
     }
-    records.sort((a, b) => a.ino - b.ino);
-    for (const r of records) {
-      const name = decodeName(r.name);
+    for (const i of records.byInode()) {
+      const raw = records.name(i);
+      const childIno = records.inos[i] as number;
+      const name = decodeName(raw);
       if (name === '.' || name === '..') continue;
       const path = `${dirPath}/${name}`;
-      if (r.name.includes(0x2f) || r.name.includes(0)) {
+      if (raw.includes(0x2f) || raw.includes(0)) {
         this.problem(this.err.corrupt('EXT_BAD_NAME', 'directory entry name holds / or NUL', { inode: ino }), path);
         continue;
       }
       let inode: Inode;
       try {
-        inode = this.inode(r.ino);
+        inode = this.inode(childIno);
       } catch (e) {
         this.local(e, path);
         continue;
       }
       if (isUnusedInode(inode.raw)) {
         this.problem(
-          this.err.corrupt('EXT_DANGLING_ENTRY', `entry points to unused inode ${r.ino}`, { inode: r.ino }),
+          this.err.corrupt('EXT_DANGLING_ENTRY', `entry points to unused inode ${childIno}`, { inode: childIno }),
           path,
         );
         continue;
@@ -217,9 +218,11 @@ export class ExtFileSystem implements FileSystem {
     for (const part of parts) {
       if (inode.type !== 'dir') return undefined;
       const want = encodeName(part);
-      const rec = this.dirRecords(inode).find((r) => Buffer.from(r.name).equals(want));
-      if (!rec) return undefined;
-      inode = this.inode(rec.ino);
+      const list = this.dirRecords(inode);
+      let at = -1;
+      for (let i = 0; i < list.count && at < 0; i++) if (Buffer.from(list.name(i)).equals(want)) at = i;
+      if (at < 0) return undefined;
+      inode = this.inode(list.inos[at] as number);
       if (isUnusedInode(inode.raw)) return undefined;
       cur = `${cur}/${part}`;
       name = part;
@@ -388,9 +391,9 @@ export class ExtFileSystem implements FileSystem {
 
   // ---- directories ---------------------------------------------------------
 
-  private dirRecords(inode: Inode): DirRecord[] {
+  private dirRecords(inode: Inode): DirList {
     const sb = this.sb;
-    const out: DirRecord[] = [];
+    const out = new DirList(MAX_DIR_ENTRIES);
     const ctx = {
       err: this.err,
       ino: inode.ino,
@@ -417,11 +420,6 @@ export class ExtFileSystem implements FileSystem {
           parseDirBlock(bytes.subarray(i * bs, (i + 1) * bs), (r.pblk + done + i) * bs, ctx, out, {
             first: lblk === 0,
           });
-          if (out.length > MAX_DIR_ENTRIES) {
-            throw this.err.limit('EXT_DIR_TOO_LARGE', `directory holds more than ${MAX_DIR_ENTRIES} names`, {
-              inode: inode.ino,
-            });
-          }
         }
       }
     }
