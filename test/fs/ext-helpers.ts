@@ -148,14 +148,14 @@ export function getfattr(path: string): Map<string, string> {
 
 /**
  * Our (path → inode) listing equals TSK's, except where e2fsprogs (debugfs ncheck)
- * sides with us: TSK reads htree index blocks as names of unused inodes, and
+ * sides with us: TSK reads htree index blocks as names (of unused or unrelated inodes), and
  * does not read the system.data part of inline directories.
  */
 export function expectListing(image: string, got: Map<string, number>, tsk: Map<string, number>): void {
   const extra = [...got].filter(([p, i]) => tsk.get(p) !== i);
   const missing = [...tsk].filter(([p, i]) => got.get(p) !== i);
   for (const [p, i] of extra) expect(ncheck(image, i), p).toContain(p);
-  for (const [p, i] of missing) expect(ncheck(image, i), p).toEqual([]);
+  for (const [p, i] of missing) expect(ncheck(image, i), p).not.toContain(p);
   expect(extra.length + missing.length).toBeLessThan(5);
 }
 

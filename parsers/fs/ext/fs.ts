@@ -8,10 +8,17 @@
  * state is a set of visited directory inodes (cycle detection) and the stack
  * of directories still to list; nothing is kept per file.
  *
+ * Memory stays bounded whatever the inode count: the inode cache holds
+ * INODE_CACHE_CHUNKS chunks, one directory's names at a time are held in
+ * typed arrays (dir.ts DirList), and `problems` keeps at most MAX_PROBLEMS.
+ *
  * The journal is never replayed: a filesystem that needs recovery is opened
  * as it is on disk and reported as not clean by info().
  * Names are decoded as described in names.ts; inline files and directories
  * in inline.ts; checksum mismatches and local damage go to `problems`.
+ * `read()` returns at most size - offset bytes (nothing past the end of the
+ * file); `runs()` of an inline file or a fast symlink is empty, their bytes
+ * live inside the inode.
  */
 import type { BlockDevice } from '../../blockdevice.js';
 import { type Errors, errorsFor, isVdbakError, type VdbakError } from '../../errors.js';
