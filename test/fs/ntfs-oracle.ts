@@ -56,8 +56,14 @@ export function fls(image: string, offsetSectors = 0): FlsLine[] {
  */
 export function icatSha(image: string, addr: string, offsetSectors = 0): string {
   const off = offsetSectors ? `-o ${offsetSectors}` : '';
-  const r = spawnSync('bash', ['-c', `icat ${off} "$1" "$2" | sha256sum`, '_', image, addr], { encoding: 'utf8' });
-  if (r.stderr.trim()) return `icat error: ${r.stderr.trim()}`;
+  // icat's own complaints are tagged: the shell may print unrelated noise (profile hooks) on stderr
+  const script = `icat ${off} "$1" "$2" 2> >(sed 's/^/ICAT: /' >&2) | sha256sum; wait`;
+  const r = spawnSync('bash', ['-c', script, '_', image, addr], { encoding: 'utf8' });
+  const complaint = r.stderr
+    .split('\n')
+    .filter((l) => l.startsWith('ICAT: '))
+    .join('\n');
+  if (complaint) return `icat error: ${complaint}`;
   return r.stdout.split(' ')[0]!;
 }
 

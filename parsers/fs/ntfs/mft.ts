@@ -12,6 +12,7 @@ import { type Attribute, AttrType, parseAttributes } from './attribute.js';
 import { parseAttributeList } from './attrlist.js';
 import type { BootSector } from './boot.js';
 import { parseRecordHeader, type RecordHeader } from './record.js';
+import { findRun } from './runlist.js';
 import { buildStream, type Stream, StreamReader } from './stream.js';
 
 /** More records than this is not a volume we back up (2^31 records of 1 KiB = 2 TiB of MFT). */
@@ -92,11 +93,8 @@ export class Mft {
     const runs = this.reader.stream.runs;
     const cs = this.boot.clusterSize;
     const pos = n * this.recordSize;
-    const vcn = Math.floor(pos / cs);
-    for (const r of runs) {
-      if (vcn >= r.vcn && vcn < r.vcn + r.clusters) return r.lcn === null ? -1 : r.lcn * cs + (pos - r.vcn * cs);
-    }
-    return -1;
+    const r = runs[findRun(runs, Math.floor(pos / cs))];
+    return !r || r.lcn === null ? -1 : r.lcn * cs + (pos - r.vcn * cs);
   }
 
   /** One record, fixed up and with its header checked. */
