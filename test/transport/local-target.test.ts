@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -38,6 +38,16 @@ describe('LocalTarget on disk', () => {
     await t.put('packs/ab/abcdef', Buffer.from('p1'));
     await t.put('packs/cd/cdef01', Buffer.from('p2'));
     expect(filesUnder(dir)).toEqual(['packs/ab/abcdef', 'packs/cd/cdef01']);
+    rmSync(dir, { recursive: true });
+  });
+
+  it('never lists the temporary file a crashed write left behind', async () => {
+    const dir = tempDir();
+    const t = new LocalTarget(dir);
+    await t.put('packs/ab/ab01', Buffer.from('whole'));
+    writeFileSync(join(dir, 'packs', 'ab', '.tmp-ab02-123456'), 'half a pack');
+    expect(await listAll(t, '')).toEqual(['packs/ab/ab01']);
+    expect(await t.exists('packs/ab/ab02')).toBe(false);
     rmSync(dir, { recursive: true });
   });
 

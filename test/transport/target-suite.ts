@@ -94,9 +94,10 @@ export function targetSuite(label: string, open: () => Promise<TargetHandle>): v
 
     it('reports missing objects as typed not-found errors that isNotFound recognises', async () => {
       const t = await fresh();
-      for (const p of [t.get('nope'), t.getRange('nope', 0, 1), t.stat('packs/no/nope')]) {
+      // one at a time: a rejected promise must have its handler before the next starts
+      for (const op of [() => t.get('nope'), () => t.getRange('nope', 0, 1), () => t.stat('packs/no/nope')]) {
         let caught: unknown;
-        await p.catch((e) => {
+        await op().catch((e: unknown) => {
           caught = e;
         });
         expect(isVdbakError(caught) && caught.code).toBe('TARGET_NOT_FOUND');
