@@ -117,6 +117,7 @@ describe('COWD: bad input gives typed errors', () => {
     expectVmdkError(() => open(path, SIZE + 512), { image: path, code: 'VMDK_COWD_CAPACITY', offset: 12 });
     const e = open(path);
     expectVmdkError(() => e.span(SIZE, 1), { image: path, code: 'VMDK_SPAN_RANGE', offset: SIZE });
+    expectVmdkError(() => e.span(0, 1.5), { image: path, code: 'VMDK_SPAN_RANGE', offset: 0 });
     e.close();
   });
 });

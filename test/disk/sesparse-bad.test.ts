@@ -147,6 +147,7 @@ describe('SEsparse: bad input gives typed errors', () => {
     const path = variant(() => undefined);
     const e = open(path);
     expectVmdkError(() => e.span(-1, 10), { image: path, code: 'VMDK_SPAN_RANGE', offset: -1 });
+    expectVmdkError(() => e.span(0, Number.NaN), { image: path, code: 'VMDK_SPAN_RANGE', offset: 0 });
     e.close();
     expectVmdkError(() => open(path, 1.5), { image: path, code: 'VMDK_SESPARSE_EXTENT_SIZE', offset: 0 });
   });

@@ -124,7 +124,7 @@ class CowdExtent implements ExtentReader {
   private readonly grainBytes: number;
   private readonly gtCover: number;
   /** Byte offset of each needed grain table in the file, 0 = absent. */
-  private readonly gd: number[];
+  private readonly gd: Float64Array;
   private readonly gtCache = new Map<number, Uint32Array>();
 
   constructor(
@@ -172,19 +172,25 @@ class CowdExtent implements ExtentReader {
       COWD_HEADER.gdOffset[0],
     );
     const raw = file.read(gdOffset, needed * 4, 'COWD grain directory');
-    this.gd = [];
+    this.gd = new Float64Array(needed);
     for (let i = 0; i < needed; i++) {
       const gtSector = u32le(raw, i * 4);
       const gtOffset = gtSector * SECTOR;
       if (gtSector !== 0) {
         checkRange(gtOffset, GT_BYTES, file.size, err, 'VMDK_COWD_GT_PAST_EOF', `grain table ${i}`, gdOffset + i * 4);
       }
-      this.gd.push(gtOffset);
+      this.gd[i] = gtOffset;
     }
   }
 
   span(offset: number, maxLength: number): ExtentSpan {
-    if (!Number.isSafeInteger(offset) || offset < 0 || offset >= this.size || !(maxLength > 0)) {
+    if (
+      !Number.isSafeInteger(offset) ||
+      offset < 0 ||
+      offset >= this.size ||
+      !Number.isSafeInteger(maxLength) ||
+      maxLength <= 0
+    ) {
       throw this.err.corrupt(
         'VMDK_SPAN_RANGE',
         `span at ${offset} (+${maxLength}) outside the extent of ${this.size}`,

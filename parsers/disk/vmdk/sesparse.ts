@@ -216,7 +216,7 @@ class SeSparseExtent implements ExtentReader {
   readonly header: SeSparseHeader;
   private readonly err: Errors;
   /** Byte offset of each needed grain table in the file, 0 = absent. */
-  private readonly gd: number[];
+  private readonly gd: Float64Array;
   private readonly gtCount: number;
   private readonly grainCount: number;
   private readonly gtCache = new Map<number, Uint32Array>();
@@ -283,13 +283,12 @@ class SeSparseExtent implements ExtentReader {
       at('grainDirOffset'),
     );
     const raw = file.read(gdOffset, needed * 8, 'SEsparse grain directory');
-    this.gd = [];
+    this.gd = new Float64Array(needed);
     for (let i = 0; i < needed; i++) {
       const lo = u32le(raw, i * 8);
       const hi = u32le(raw, i * 8 + 4);
       const entryAt = gdOffset + i * 8;
       if (lo === 0 && hi === 0) {
-        this.gd.push(0);
         continue;
       }
       if (hi !== GD_ALLOCATED_HIGH) {
@@ -317,12 +316,18 @@ class SeSparseExtent implements ExtentReader {
         `grain table ${lo}`,
         entryAt,
       );
-      this.gd.push(gtSector * SECTOR);
+      this.gd[i] = gtSector * SECTOR;
     }
   }
 
   span(offset: number, maxLength: number): ExtentSpan {
-    if (!Number.isSafeInteger(offset) || offset < 0 || offset >= this.size || !(maxLength > 0)) {
+    if (
+      !Number.isSafeInteger(offset) ||
+      offset < 0 ||
+      offset >= this.size ||
+      !Number.isSafeInteger(maxLength) ||
+      maxLength <= 0
+    ) {
       throw this.err.corrupt(
         'VMDK_SPAN_RANGE',
         `span at ${offset} (+${maxLength}) outside the extent of ${this.size}`,
