@@ -14,6 +14,7 @@ import { MemoryDevice } from '../../parsers/blockdevice.js';
 import { CorruptError, isVdbakError, type VdbakError } from '../../parsers/errors.js';
 import type { ExtFileSystem } from '../../parsers/fs/ext/fs.js';
 import { extDriver } from '../../parsers/fs/ext/index.js';
+import { decodeName, encodeName } from '../../parsers/fs/ext/names.js';
 import type { FsEntry } from '../../parsers/fs/types.js';
 import { fixture, run, runBytes, sha256 } from '../helpers/fixtures.js';
 import { expectListing, flsListing, hashEntry, openExt, walkMap } from './ext-helpers.js';
@@ -256,6 +257,39 @@ test('deleted and orphan inodes are not live entries (fls lists them as deleted 
   expect(ours).toEqual(flsListing(image));
   expect(fs.problems).toEqual([]);
   expect(fs.info().facts?.inodeCount).toBe(256);
+});
+
+test('a name that is not UTF-8 decodes reversibly (lone surrogates U+DC80..U+DCFF for the bad bytes)', () => {
+  const image = join(small, 'small-names.img');
+  const fs = openExt(image);
+  const m = walkMap(fs);
+  const name = 'bad\udcffname\udcc3(';
+  const e = m.get(`/a/${name}`) as FsEntry;
+  expect(e).toBeDefined();
+  expect(encodeName(e.name)).toEqual(Buffer.from([...Buffer.from('bad'), 0xff, ...Buffer.from('name'), 0xc3, 0x28]));
+  expect(e.id).toBe(m.get('/a/hello.txt')?.id);
+  expect(e.nlink).toBe(2);
+  expect(fs.lookup(`/a/${name}`)?.id).toBe(e.id);
+  expect(fs.read(e, 0, e.size).toString()).toBe('hello\n');
+  expect(decodeName(encodeName('plain ✓ 🎉'))).toBe('plain ✓ 🎉');
+  const ls = runBytes('debugfs', ['-R', 'ls -p /a', image]);
+  expect(ls.includes(Buffer.from([...Buffer.from(`/${e.id}/`)]))).toBe(true);
+  expect(ls.includes(encodeName(e.name))).toBe(true);
+  expect(fs.problems).toEqual([]);
+});
+
+test('an extent block checksum mismatch is recorded and the file still reads', () => {
+  const b = bytesOf('small-ext4');
+  const img = join(small, 'small-ext4.img');
+  const etb = Number(/\(ETB0\):(\d+)/.exec(run('debugfs', ['-R', 'stat /d/islands.bin', img]))?.[1]) * 1024;
+  const entries = b.readUInt16LE(etb + 2);
+  b[etb + 12 + 12 * entries + 1] ^= 0x40; // an unused slot after the last extent
+  const fs = openBytes(b);
+  const e = walkMap(fs).get('/d/islands.bin') as FsEntry;
+  expect(hashEntry(fs, e)).toBe(sha256(readFileSync(join(small, 'small.src/d/islands.bin'))));
+  const p = fs.problems.find((x) => x.error.code === 'EXT_EXTENT_CSUM');
+  expect(p?.error.details.offset).toBe(etb);
+  expect(p?.error.details.inode).toBe(Number(e.id));
 });
 
 test('small-ext2: block maps with single and double indirect blocks hash like the source', () => {
