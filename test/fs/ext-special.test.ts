@@ -283,7 +283,7 @@ test('an extent block checksum mismatch is recorded and the file still reads', (
   const img = join(small, 'small-ext4.img');
   const etb = Number(/\(ETB0\):(\d+)/.exec(run('debugfs', ['-R', 'stat /d/islands.bin', img]))?.[1]) * 1024;
   const entries = b.readUInt16LE(etb + 2);
-  b[etb + 12 + 12 * entries + 1] ^= 0x40; // an unused slot after the last extent
+  b[etb + 12 + 12 * entries + 1] = (b[etb + 12 + 12 * entries + 1] as number) ^ 0x40; // an unused slot after the last extent
   const fs = openBytes(b);
   const e = walkMap(fs).get('/d/islands.bin') as FsEntry;
   expect(hashEntry(fs, e)).toBe(sha256(readFileSync(join(small, 'small.src/d/islands.bin'))));
