@@ -227,6 +227,21 @@ describe('bad input (small-ext4: 1 KiB blocks, 4 groups, metadata_csum)', () => 
     expect(new Set(paths).size).toBe(paths.length);
   });
 
+  test('an entry naming a reserved inode (the journal) is damage, not a file', () => {
+    const tmp = mkdtempSync(join(tmpdir(), 'vdbak-ext-'));
+    const copy = join(tmp, 'reserved.img');
+    copyFileSync(image(), copy);
+    run('debugfs', ['-w', '-R', 'ln <8> /a/journal', copy]);
+    expect(run('debugfs', ['-R', 'ls -p /a', copy])).toMatch(/\/8\/.*\/journal\//);
+    const fs = openExt(copy);
+    const m = walkMap(fs);
+    expect(m.has('/a/journal')).toBe(false);
+    expect(m.has('/a/hello.txt')).toBe(true);
+    const p = fs.problems.find((x) => x.error.code === 'EXT_RESERVED_INODE');
+    expect(p?.path).toBe('/a/journal');
+    expect(p?.error.details.inode).toBe(8);
+  });
+
   test('a volume cut short: open records it, reading past the end gives only typed errors', () => {
     const b = bytesOf('small-ext4').subarray(0, 1536 * 1024);
     const fs = openBytes(b);

@@ -199,6 +199,13 @@ export class ExtFileSystem implements FileSystem {
         this.problem(this.err.corrupt('EXT_BAD_NAME', 'directory entry name holds / or NUL', { inode: ino }), path);
         continue;
       }
+      if (childIno < this.sb.firstIno && childIno !== ROOT_INO) {
+        this.problem(
+          this.err.corrupt('EXT_RESERVED_INODE', `entry points to reserved inode ${childIno}`, { inode: childIno }),
+          path,
+        );
+        continue;
+      }
       let inode: Inode;
       try {
         inode = this.inode(childIno);
