@@ -29,7 +29,7 @@ import type { DataRun, EntryType, FileSystem, FsEntry, FsInfo, FsProblem, NamedS
 import { type Attribute, AttrType, parseAttributes } from './attribute.js';
 import { parseAttributeList } from './attrlist.js';
 import { type BootSector, readBootSector } from './boot.js';
-import { type FileName, Namespace, parseFileName } from './filename.js';
+import { FILENAME, type FileName, Namespace, parseFileName } from './filename.js';
 import { INTX_MAX_SIZE, parseIntxSymlink } from './intx.js';
 import { type LoadedRecord, Mft, SCAN_BATCH } from './mft.js';
 import { isEmptySlot, parseRecordHeader, type RecordHeader } from './record.js';
@@ -60,7 +60,8 @@ interface Described {
   type: EntryType;
   size: number;
   si: StandardInformation | undefined;
-  names: FileName[];
+  /** DOS 8.3 aliases (the other names are in the tree). */
+  dosNames: FileName[];
   streams: NamedStream[];
   flags: string[];
   linkTarget?: string;
@@ -318,7 +319,11 @@ export class NtfsFileSystem implements FileSystem {
       type: header.isDirectory ? 'dir' : 'file',
       size: header.isDirectory ? 0 : (mainHead?.dataSize ?? 0),
       si,
-      names: this.names(n, attrs, at),
+      dosNames: this.names(
+        n,
+        attrs.filter((a) => a.type === AttrType.FileName && a.value?.[FILENAME.namespace[0]] === Namespace.Dos),
+        at,
+      ),
       streams: [...streams].map(([name, size]) => ({ name, size })),
       flags,
     };
@@ -379,7 +384,7 @@ export class NtfsFileSystem implements FileSystem {
     if (d.streams.length) e.streams = d.streams;
     if (d.ownerSid) e.ownerSid = d.ownerSid;
     if (d.reparseTag !== undefined) e.reparseTag = d.reparseTag;
-    const dos = d.names.find((f) => f.namespace === Namespace.Dos && f.parentRecord === parent);
+    const dos = d.dosNames.find((f) => f.parentRecord === parent);
     if (dos && dos.name !== name) e.shortName = dos.name;
     return e;
   }
