@@ -325,9 +325,17 @@ function decodeLabel(b: Uint8Array): string {
   return Buffer.from(s).toString('utf8');
 }
 
-/** True when the filesystem was cleanly unmounted and needs no journal replay. */
+/**
+ * True when the filesystem was cleanly unmounted: no journal to replay, no
+ * orphan file to process, state "valid" without "errors".
+ */
 export function isClean(sb: Superblock): boolean {
-  return (sb.incompat & INCOMPAT.needs_recovery) === 0 && (sb.state & STATE_VALID) !== 0 && !(sb.state & STATE_ERRORS);
+  return (
+    (sb.incompat & INCOMPAT.needs_recovery) === 0 &&
+    (sb.roCompat & RO_COMPAT.orphan_present) === 0 &&
+    (sb.state & STATE_VALID) !== 0 &&
+    !(sb.state & STATE_ERRORS)
+  );
 }
 
 /** Feature names as e2fsprogs prints them; unknown bits as FEATURE_C12 / _I / _R. */
