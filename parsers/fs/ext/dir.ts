@@ -17,6 +17,8 @@ import { crc32c } from './crc32c.js';
 import { le16, le32 } from './le.js';
 
 export const DIRENT_HEADER_SIZE = 8;
+/** Dirent file_type of a directory. */
+export const FT_DIR = 2;
 const MIN_REC_LEN = 12;
 const MAX_REC_LEN = 65536;
 const TAIL_SIZE = 12;
@@ -35,6 +37,10 @@ const ZERO4 = new Uint8Array(4);
 export class DirList {
   count = 0;
   inos = new Uint32Array(64);
+  /** Dirent file_type of each name (0 when the filesystem has no filetype feature). */
+  types = new Uint8Array(64);
+  /** A number the caller attaches to each name (walk(): the index of the parent directory). */
+  tags = new Uint32Array(64);
   private starts = new Uint32Array(64);
   private lens = new Uint16Array(64);
   private pool = new Uint8Array(4096);
@@ -42,18 +48,32 @@ export class DirList {
 
   constructor(private readonly maxEntries: number) {}
 
-  push(ino: number, src: Uint8Array, start: number, len: number, err: Errors, dirIno: number): void {
+  push(
+    ino: number,
+    type: number,
+    tag: number,
+    src: Uint8Array,
+    start: number,
+    len: number,
+    err: Errors,
+    dirIno: number,
+  ) {
     if (this.count >= this.maxEntries) {
       throw err.limit('EXT_DIR_TOO_LARGE', `directory holds more than ${this.maxEntries} names`, { inode: dirIno });
     }
     if (this.count === this.inos.length) {
-      this.inos = grow(this.inos, new Uint32Array(this.count * 2));
-      this.starts = grow(this.starts, new Uint32Array(this.count * 2));
-      this.lens = grow(this.lens, new Uint16Array(this.count * 2));
+      const n = this.count * 2;
+      this.inos = grow(this.inos, new Uint32Array(n));
+      this.types = grow(this.types, new Uint8Array(n));
+      this.tags = grow(this.tags, new Uint32Array(n));
+      this.starts = grow(this.starts, new Uint32Array(n));
+      this.lens = grow(this.lens, new Uint16Array(n));
     }
     if (this.used + len > this.pool.length) this.pool = grow(this.pool, new Uint8Array((this.used + len) * 2));
     this.pool.set(src.subarray(start, start + len), this.used);
     this.inos[this.count] = ino;
+    this.types[this.count] = type;
+    this.tags[this.count] = tag;
     this.starts[this.count] = this.used;
     this.lens[this.count] = len;
     this.used += len;
@@ -71,6 +91,12 @@ export class DirList {
     for (let i = 0; i < this.count; i++) order[i] = i;
     const inos = this.inos;
     return order.sort((a, b) => (inos[a] as number) - (inos[b] as number));
+  }
+
+  /** Forgets every name, keeping the allocated arrays for reuse. */
+  clear(): void {
+    this.count = 0;
+    this.used = 0;
   }
 }
 
@@ -125,7 +151,10 @@ export function parseDirBlock(
       );
       return;
     }
-    if (ino !== 0 && nameLen > 0) out.push(ino, block, p + DIRENT_HEADER_SIZE, nameLen, ctx.err, ctx.ino);
+    if (ino !== 0 && nameLen > 0) {
+      const type = ctx.hasFileType ? (block[p + 7] as number) : 0;
+      out.push(ino, type, 0, block, p + DIRENT_HEADER_SIZE, nameLen, ctx.err, ctx.ino);
+    }
     p += recLen;
   }
 }

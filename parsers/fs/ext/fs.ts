@@ -2,11 +2,12 @@
  * The ext2/ext3/ext4 FileSystem (parsers/fs/types.ts) on a volume.
  *
  * Opening reads the superblock and every group descriptor. Inodes are read
- * through a small cache of large inode-table chunks, so walking a directory
- * (whose children are fetched in inode order, which is disk order) turns
- * into a few big sequential reads instead of one read per inode. Per-walk
- * state is a set of visited directory inodes (cycle detection) and the stack
- * of directories still to list; nothing is kept per file.
+ * through a small cache of large inode-table chunks. walk() follows the tree
+ * through directories only, gathering names in batches, and reads the
+ * inodes of each batch sorted by inode number, i.e. the inode tables in disk
+ * order in big sequential reads instead of one read per inode (see walk()).
+ * Per-walk state: the visited directories (cycle detection), their paths,
+ * the stack of directories still to list and one batch of names.
  *
  * Memory stays bounded whatever the inode count: the inode cache holds
  * INODE_CACHE_CHUNKS chunks, one directory's names at a time are held in
@@ -24,7 +25,7 @@ import type { BlockDevice } from '../../blockdevice.js';
 import { type Errors, errorsFor, isVdbakError, type VdbakError } from '../../errors.js';
 import type { DataRun, FileSystem, FsEntry, FsInfo, FsProblem, Xattr } from '../types.js';
 import { blockMapRuns } from './blockmap.js';
-import { DirList, parseDirBlock } from './dir.js';
+import { DirList, FT_DIR, parseDirBlock } from './dir.js';
 import { extentRuns } from './extents.js';
 import { BG_INODE_UNINIT, type GroupTable, readGroups } from './groups.js';
 import { inlineContent, inlineDirAreas } from './inline.js';
@@ -60,6 +61,8 @@ const INODE_CACHE_CHUNKS = 64;
 const DIR_READ_BYTES = 1024 * 1024;
 /** Names one directory may hold before we refuse it (large_dir allows ~2^32 blocks of records). */
 const MAX_DIR_ENTRIES = 1 << 24;
+/** Names walk() gathers before it reads their inodes (about 20 MiB of typed arrays and name bytes). */
+const WALK_BATCH = 1 << 19;
 /** Longest symlink target we decode (PATH_MAX). */
 const MAX_SYMLINK = 4096;
 /** Problems kept in `problems`; later ones are only counted. */
@@ -134,36 +137,94 @@ export class ExtFileSystem implements FileSystem {
 
   // ---- entries -------------------------------------------------------------
 
+  /**
+   * Every live entry, the root first. Two alternating passes keep the reads
+   * in disk order: the directory pass follows the tree through directories
+   * only (their type comes from the dirent file_type, so files' inodes are
+   * not touched) and gathers names into a compact batch; the emit pass sorts
+   * the batch by inode number and reads those inodes in inode-table order.
+   * A batch holds at most WALK_BATCH names, so memory stays bounded.
+   */
   *walk(): Generator<FsEntry> {
     const root = this.inode(ROOT_INO);
     if (root.type !== 'dir') {
       throw this.err.corrupt('EXT_ROOT_NOT_DIR', 'the root inode is not a directory', { inode: ROOT_INO });
     }
     yield this.entry(root, '/', '');
+    const hasFileType = (this.sb.incompat & INCOMPAT.filetype) !== 0;
+    const dirInos: number[] = [ROOT_INO];
+    const dirPaths: string[] = [''];
     const visited = new Set<number>([ROOT_INO]);
-    const stack: { ino: number; path: string }[] = [{ ino: ROOT_INO, path: '' }];
+    const stack: number[] = [0];
+    const batch = new DirList(WALK_BATCH);
     while (stack.length > 0) {
-      const dir = stack.pop() as { ino: number; path: string };
-      const children: { ino: number; path: string }[] = [];
-      for (const { inode, path, name } of this.children(dir.ino, dir.path)) {
-        const e = this.entry(inode, path, name);
-        yield e;
-        if (inode.type !== 'dir') continue;
-        if (visited.has(inode.ino)) {
-          this.problem(
-            this.err.corrupt('EXT_DIR_CYCLE', `directory inode ${inode.ino} is reached twice (a cycle)`, {
-              inode: inode.ino,
-            }),
-            path,
-          );
-          continue;
+      const d = stack.pop() as number;
+      const dirIno = dirInos[d] as number;
+      const dirPath = dirPaths[d] as string;
+      let list: DirList;
+      try {
+        const dir = this.inode(dirIno);
+        if (dir.type !== 'dir') {
+          throw this.err.corrupt('EXT_DIRENT_TYPE', `a directory entry names inode ${dirIno}, which is no directory`, {
+            inode: dirIno,
+          });
         }
-        visited.add(inode.ino);
-        children.push({ ino: inode.ino, path });
+        list = this.dirRecords(dir);
+      } catch (e) {
+        this.local(e, dirPath || '/');
+        continue;
+      }
+      const subdirs: number[] = [];
+      for (let i = 0; i < list.count; i++) {
+        const raw = list.name(i);
+        const childIno = list.inos[i] as number;
+        if (isDotName(raw)) continue;
+        const path = `${dirPath}/${decodeName(raw)}`;
+        if (!this.acceptName(raw, childIno, dirIno, path)) continue;
+        const type = list.types[i] as number;
+        const isDir = hasFileType && type !== 0 ? type === FT_DIR : this.isDirInode(childIno);
+        if (isDir) {
+          if (visited.has(childIno)) {
+            this.problem(
+              this.err.corrupt('EXT_DIR_CYCLE', `directory inode ${childIno} is reached twice (a cycle)`, {
+                inode: childIno,
+              }),
+              path,
+            );
+          } else {
+            visited.add(childIno);
+            subdirs.push(dirInos.length);
+            dirInos.push(childIno);
+            dirPaths.push(path);
+          }
+        }
+        batch.push(childIno, isDir ? FT_DIR : 0, d, raw, 0, raw.length, this.err, dirIno);
+        if (batch.count >= WALK_BATCH) yield* this.emit(batch, dirPaths);
       }
       // Reversed so that the pop order follows the directory's own order.
-      for (let i = children.length - 1; i >= 0; i--) stack.push(children[i] as { ino: number; path: string });
+      for (let i = subdirs.length - 1; i >= 0; i--) stack.push(subdirs[i] as number);
     }
+    yield* this.emit(batch, dirPaths);
+  }
+
+  /** Yields the batch's names in inode order (reading the inode tables in disk order), then empties it. */
+  private *emit(batch: DirList, dirPaths: string[]): Generator<FsEntry> {
+    for (const i of batch.byInode()) {
+      const name = decodeName(batch.name(i));
+      const path = `${dirPaths[batch.tags[i] as number]}/${name}`;
+      const inode = this.liveInode(batch.inos[i] as number, path);
+      if (!inode) continue;
+      if (inode.type === 'dir' && batch.types[i] !== FT_DIR) {
+        this.problem(
+          this.err.corrupt('EXT_DIRENT_TYPE', `directory inode ${inode.ino} is named as a non-directory`, {
+            inode: inode.ino,
+          }),
+          path,
+        );
+      }
+      yield this.entry(inode, path, name);
+    }
+    batch.clear();
   }
 
   lookup(path: string): FsEntry | undefined {
@@ -192,35 +253,53 @@ export class ExtFileSystem implements FileSystem {
     for (const i of records.byInode()) {
       const raw = records.name(i);
       const childIno = records.inos[i] as number;
+      if (isDotName(raw)) continue;
       const name = decodeName(raw);
-      if (name === '.' || name === '..') continue;
       const path = `${dirPath}/${name}`;
-      if (raw.includes(0x2f) || raw.includes(0)) {
-        this.problem(this.err.corrupt('EXT_BAD_NAME', 'directory entry name holds / or NUL', { inode: ino }), path);
-        continue;
-      }
-      if (childIno < this.sb.firstIno && childIno !== ROOT_INO) {
-        this.problem(
-          this.err.corrupt('EXT_RESERVED_INODE', `entry points to reserved inode ${childIno}`, { inode: childIno }),
-          path,
-        );
-        continue;
-      }
-      let inode: Inode;
-      try {
-        inode = this.inode(childIno);
-      } catch (e) {
-        this.local(e, path);
-        continue;
-      }
-      if (isUnusedInode(inode.raw)) {
-        this.problem(
-          this.err.corrupt('EXT_DANGLING_ENTRY', `entry points to unused inode ${childIno}`, { inode: childIno }),
-          path,
-        );
-        continue;
-      }
-      yield { inode, path, name };
+      if (!this.acceptName(raw, childIno, ino, path)) continue;
+      const inode = this.liveInode(childIno, path);
+      if (inode) yield { inode, path, name };
+    }
+  }
+
+  /** False (and a recorded problem) for a name no live entry may have: '/' or NUL in it, a reserved inode. */
+  private acceptName(raw: Uint8Array, childIno: number, dirIno: number, path: string): boolean {
+    if (raw.includes(0x2f) || raw.includes(0)) {
+      this.problem(this.err.corrupt('EXT_BAD_NAME', 'directory entry name holds / or NUL', { inode: dirIno }), path);
+      return false;
+    }
+    if (childIno < this.sb.firstIno && childIno !== ROOT_INO) {
+      this.problem(
+        this.err.corrupt('EXT_RESERVED_INODE', `entry points to reserved inode ${childIno}`, { inode: childIno }),
+        path,
+      );
+      return false;
+    }
+    return true;
+  }
+
+  /** The inode a name points to, or undefined (and a recorded problem) when it is unreadable or unused. */
+  private liveInode(ino: number, path: string): Inode | undefined {
+    let inode: Inode;
+    try {
+      inode = this.inode(ino);
+    } catch (e) {
+      this.local(e, path);
+      return undefined;
+    }
+    if (isUnusedInode(inode.raw)) {
+      this.problem(this.err.corrupt('EXT_DANGLING_ENTRY', `entry points to unused inode ${ino}`, { inode: ino }), path);
+      return undefined;
+    }
+    return inode;
+  }
+
+  /** Whether inode `ino` is a directory (for filesystems without dirent file types); unreadable means no. */
+  private isDirInode(ino: number): boolean {
+    try {
+      return this.inode(ino).type === 'dir';
+    } catch {
+      return false; // the emit pass reads it again and records the damage
     }
   }
 
@@ -595,6 +674,10 @@ function isFastSymlink(inode: Inode, sb: Superblock): boolean {
   if (inode.flags & INODE_FLAGS.inlineData) return false;
   const eaBytes = inode.fileAcl !== 0 ? sb.clusterSize : 0;
   return inode.allocatedBytes - eaBytes === 0 && inode.size < I_BLOCK_SIZE;
+}
+
+function isDotName(raw: Uint8Array): boolean {
+  return raw[0] === 0x2e && (raw.length === 1 || (raw.length === 2 && raw[1] === 0x2e));
 }
 
 function extVersion(sb: Superblock): string {
