@@ -11,8 +11,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, test } from 'vitest';
 import { MemoryDevice } from '../../parsers/blockdevice.js';
+import { openDisk } from '../../parsers/disk/open.js';
 import { CorruptError, isVdbakError, type VdbakError } from '../../parsers/errors.js';
-import type { ExtFileSystem } from '../../parsers/fs/ext/fs.js';
+import { ExtFileSystem } from '../../parsers/fs/ext/fs.js';
 import { extDriver } from '../../parsers/fs/ext/index.js';
 import { decodeName, encodeName } from '../../parsers/fs/ext/names.js';
 import type { FsEntry } from '../../parsers/fs/types.js';
@@ -42,6 +43,14 @@ describe.each(['bigdir-ext4', 'bigdir-ext2', 'bigdir-ext4-1k'])('%s: 20 000 name
     expect(fs.problems).toEqual([]);
     expect(fs.info().features.includes('filetype')).toBe(name !== 'bigdir-ext2');
   });
+});
+
+test('walk() gives the same entries when its name batch is flushed every 7 names', () => {
+  const image = join(dir, 'bigdir-ext4-1k.img');
+  const whole = [...openExt(image).walk()].map((e) => `${e.id} ${e.path}`).sort();
+  const small = new ExtFileSystem(openDisk(image), { walkBatch: 7 });
+  expect([...small.walk()].map((e) => `${e.id} ${e.path}`).sort()).toEqual(whole);
+  expect(small.problems).toEqual([]);
 });
 
 test('unwritten extents read as zeros and are marked unwritten', () => {

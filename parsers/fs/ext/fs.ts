@@ -83,7 +83,14 @@ export class ExtFileSystem implements FileSystem {
   private runCache: { id: string; runs: DataRun[] } | undefined;
   private lastChunk = -1;
 
-  constructor(private readonly dev: BlockDevice) {
+  /** Names walk() gathers before it reads their inodes (see WALK_BATCH). */
+  private readonly walkBatch: number;
+
+  constructor(
+    private readonly dev: BlockDevice,
+    opts: { walkBatch?: number } = {},
+  ) {
+    this.walkBatch = Math.max(1, Math.min(opts.walkBatch ?? WALK_BATCH, WALK_BATCH));
     this.err = errorsFor({ image: dev.name, layer: 'ext' });
     this.sb = parseSuperblock(readSuperblock(dev, this.err), dev.size, this.err);
     if (!this.sb.checksumOk) {
@@ -156,7 +163,7 @@ export class ExtFileSystem implements FileSystem {
     const dirPaths: string[] = [''];
     const visited = new Set<number>([ROOT_INO]);
     const stack: number[] = [0];
-    const batch = new DirList(WALK_BATCH);
+    const batch = new DirList(this.walkBatch);
     while (stack.length > 0) {
       const d = stack.pop() as number;
       const dirIno = dirInos[d] as number;
@@ -199,7 +206,7 @@ export class ExtFileSystem implements FileSystem {
           }
         }
         batch.push(childIno, isDir ? FT_DIR : 0, d, raw, 0, raw.length, this.err, dirIno);
-        if (batch.count >= WALK_BATCH) yield* this.emit(batch, dirPaths);
+        if (batch.count >= this.walkBatch) yield* this.emit(batch, dirPaths);
       }
       // Reversed so that the pop order follows the directory's own order.
       for (let i = subdirs.length - 1; i >= 0; i--) stack.push(subdirs[i] as number);
