@@ -7,6 +7,7 @@ import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { lstatSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
+import { expect } from 'vitest';
 import type { FileSystem, FsEntry } from '../../parsers/fs/types.js';
 import { run, sha256 } from '../helpers/fixtures.js';
 
@@ -118,4 +119,38 @@ export function sourceTree(dir: string): Map<string, SourceEntry> {
 function fileSha(path: string, size: number): string {
   // big (sparse) files go through sha256sum, an oracle we did not write
   return size > 64 * 1024 * 1024 ? run('sha256sum', [path]).split(' ')[0]! : sha256(readFileSync(path));
+}
+
+/**
+ * Browsing agrees with the walk: list() of every directory gives the walk's
+ * children of it, and lookup() of every path gives the walk's entry. Paths in
+ * `notIndexed` are live records whose name is missing from their directory's
+ * index: the walk (parent references) has them, browsing (the index) does not.
+ */
+export function expectBrowseMatchesWalk(
+  fs: FileSystem,
+  entries: Map<string, FsEntry>,
+  notIndexed: string[] = [],
+): void {
+  const children = new Map<string, string[]>([['/', []]]);
+  for (const [p, e] of entries) {
+    if (notIndexed.includes(p)) {
+      expect(fs.lookup(p), p).toBeUndefined();
+      continue;
+    }
+    const parent = p.slice(0, p.lastIndexOf('/')) || '/';
+    if (!children.has(parent)) children.set(parent, []);
+    children.get(parent)!.push(`${e.id} ${p}`);
+    if (e.type === 'dir' && !children.has(p)) children.set(p, []);
+  }
+  for (const [dir, kids] of children) {
+    expect(
+      fs
+        .list(dir)
+        .map((e) => `${e.id} ${e.path}`)
+        .sort(),
+      dir,
+    ).toEqual(kids.sort());
+  }
+  for (const [p, e] of entries) if (!notIndexed.includes(p)) expect(fs.lookup(p), p).toEqual(e);
 }

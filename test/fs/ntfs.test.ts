@@ -12,7 +12,7 @@ import { probeFileSystem } from '../../parsers/fs/index.js';
 import { ntfsDriver } from '../../parsers/fs/ntfs/index.js';
 import type { FileSystem } from '../../parsers/fs/types.js';
 import { fixture, run, sha256 } from '../helpers/fixtures.js';
-import { fls, icatSha, ourListing, ourSha, sourceTree } from './ntfs-oracle.js';
+import { expectBrowseMatchesWalk, fls, icatSha, ourListing, ourSha, sourceTree } from './ntfs-oracle.js';
 
 const GiB = 1024 * 1024 * 1024;
 
@@ -85,6 +85,8 @@ function checkAgainstOracles(dir: string, icatLimit = Number.POSITIVE_INFINITY):
     expect(ourSha(fs, e, colon >= 0 ? l.path.slice(colon + 2) : undefined), l.path).toBe(tskSha);
     checked++;
   }
+  // browsing through the $I30 indexes agrees with the walk over parent references
+  expectBrowseMatchesWalk(fs, entries);
   expect(fs.problems).toEqual([]);
   return fs;
 }

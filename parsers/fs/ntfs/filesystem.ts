@@ -5,10 +5,11 @@
  * the MFT in record order that builds the tree (tree.ts) as it goes: the root
  * comes first, a record is yielded once its parents' paths are known, the few
  * whose parents come later are read again at the end, and the orphan folder
- * comes last. lookup(), list() and info() build the tree with a names-only
- * pass when no walk did. A record that fails its checks (fixups, attribute
- * lengths, runlists …) is recorded in `problems` and skipped; the walk goes on.
- * The $I30 indexes are not read: parent references in $FILE_NAME carry the tree.
+ * comes last. lookup() and list() browse one directory at a time through the
+ * $I30 indexes (dirindex.ts) without reading the whole MFT; info() and the
+ * orphan folder need the tree, built by a names-only pass when no walk did.
+ * A record that fails its checks (fixups, attribute lengths, runlists …) is
+ * recorded in `problems` and skipped; the walk goes on.
  *
  * Choices (DESIGN.md asks for what a storage administrator expects):
  * - metafiles ($MFT, $Bitmap, $LogFile, $Secure, $Extend/…) are not listed;
@@ -23,12 +24,13 @@
  *   mapping to the volume exists); read() decompresses.
  */
 import type { BlockDevice } from '../../blockdevice.js';
-import { checkCount } from '../../bytes.js';
+import { checkCount, checkRange, isPowerOfTwo } from '../../bytes.js';
 import { type Errors, errorsFor, isVdbakError } from '../../errors.js';
 import type { DataRun, EntryType, FileSystem, FsEntry, FsInfo, FsProblem, NamedStream } from '../types.js';
 import { type Attribute, AttrType, parseAttributes } from './attribute.js';
 import { parseAttributeList } from './attrlist.js';
-import { type BootSector, readBootSector } from './boot.js';
+import { type BootSector, MAX_RECORD_SIZE, MIN_RECORD_SIZE, readBootSector } from './boot.js';
+import { I30, type IndexEntry, type IndexNode, parseIndexRecord, parseIndexRoot } from './dirindex.js';
 import { FILENAME, type FileName, Namespace, parseFileName } from './filename.js';
 import { INTX_MAX_SIZE, parseIntxSymlink } from './intx.js';
 import { type LoadedRecord, Mft, SCAN_BATCH } from './mft.js';
@@ -49,6 +51,7 @@ export const MAX_EXTENSION_RECORDS = 65536;
 export const MAX_SDS_SIZE = 256 * 1024 * 1024;
 const MAX_SMALL_ATTR = 64 * 1024;
 const READER_CACHE = 4;
+const DIR_CACHE = 8;
 const VOLUME_FLAG_DIRTY = 0x0001;
 
 const ONLY_NAMES = new Set<number>([AttrType.FileName, AttrType.AttributeList]);
@@ -80,6 +83,7 @@ export class NtfsFileSystem implements FileSystem {
   private byParent: Map<string, Map<string, number>> | undefined;
   private readers: { key: string; reader: StreamReader }[] = [];
   private readonly problemKeys = new Set<string>();
+  private dirCache: { dir: number; byName: Map<string, IndexEntry> }[] = [];
 
   constructor(private readonly dev: BlockDevice) {
     this.err = errorsFor({ image: dev.name, layer: 'ntfs' });
@@ -486,8 +490,8 @@ export class NtfsFileSystem implements FileSystem {
     }
   }
 
-  /** Children by parent path ('' = root), built once for lookup/list. */
-  private index(): Map<string, Map<string, number>> {
+  /** Children by parent path, from the tree: used under ORPHAN_DIR, which no index holds. */
+  private orphanChildren(): Map<string, Map<string, number>> {
     if (this.byParent) return this.byParent;
     const t = this.ensureTree();
     const idx = new Map<string, Map<string, number>>();
@@ -495,7 +499,7 @@ export class NtfsFileSystem implements FileSystem {
       const r = t.linkRecord[l]!;
       if (r === ROOT_RECORD || !t.isUsable(r) || Tree.isMetafile(r)) continue;
       const parent = t.parentPath(l);
-      if (parent === null) continue;
+      if (parent === null || !parent.startsWith(ORPHAN_DIR)) continue;
       let m = idx.get(parent);
       if (!m) {
         m = new Map();
@@ -514,29 +518,150 @@ export class NtfsFileSystem implements FileSystem {
     return this.entriesOf(t, n, this.mft.load(n)).find((e) => e.path === want);
   }
 
-  lookup(path: string): FsEntry | undefined {
-    const norm = `/${path.split('/').filter(Boolean).join('/')}`;
-    if (norm === '/') return this.rootEntry();
-    if (norm === ORPHAN_DIR) return this.ensureTree().orphans > 0 ? this.orphanDirEntry() : undefined;
-    const cut = norm.lastIndexOf('/');
-    const l = this.index()
-      .get(norm.slice(0, cut))
-      ?.get(norm.slice(cut + 1));
-    return l === undefined ? undefined : this.entryOfLink(l);
+  /**
+   * The names of one directory from its $I30 index, by name (DOS-only aliases
+   * left out). The last few directories are kept.
+   */
+  private dirIndex(dir: number, sequence?: number): Map<string, IndexEntry> {
+    const hit = this.dirCache.find((c) => c.dir === dir);
+    if (hit) return hit.byName;
+    const { err, boot } = this;
+    const rec = this.mft.load(dir);
+    const h = rec.header;
+    if (!h.inUse || !h.isDirectory || h.baseRecord !== 0 || (sequence !== undefined && h.sequence !== sequence)) {
+      throw err.notFound('NTFS_NOT_A_DIRECTORY', `record ${dir} is not a live directory`, { inode: dir });
+    }
+    const attrs = this.attributes(dir, rec);
+    const root = attrs.find((a) => a.type === AttrType.IndexRoot && a.name === I30 && a.value);
+    if (!root)
+      throw err.corrupt('NTFS_NO_INDEX', 'directory without a $I30 index root', { offset: rec.at, inode: dir });
+    const top = parseIndexRoot(root.value!, err, rec.at, dir);
+    const byName = new Map<string, IndexEntry>();
+    const add = (node: IndexNode) => {
+      for (const e of node.entries) if (e.namespace !== Namespace.Dos) byName.set(e.name, e);
+    };
+    add(top.node);
+    if (top.node.children.length) {
+      const size = top.blockSize;
+      if (!isPowerOfTwo(size) || size < MIN_RECORD_SIZE || size > MAX_RECORD_SIZE) {
+        throw err.corrupt('NTFS_BAD_RECORD_SIZE', `index record size ${size}`, { offset: rec.at, inode: dir });
+      }
+      const pieces = attrs.filter((a) => a.type === AttrType.IndexAllocation && a.name === I30);
+      const reader = new StreamReader(this.dev, boot, err, buildStream(pieces, boot, err, dir));
+      // child VCNs count clusters, or 512-byte units when an index record is smaller than a cluster
+      const unit = size >= boot.clusterSize ? boot.clusterSize : 512;
+      const seen = new Set<number>();
+      const queue = [...top.node.children];
+      while (queue.length) {
+        const vcn = queue.pop()!;
+        if (seen.has(vcn)) {
+          throw err.corrupt('NTFS_INDEX_LOOP', `index node VCN ${vcn} reached twice`, { offset: rec.at, inode: dir });
+        }
+        seen.add(vcn);
+        const pos = vcn * unit;
+        checkRange(pos, size, reader.stream.size, err, 'NTFS_INDEX_BAD_VCN', 'index record', rec.at);
+        const node = parseIndexRecord(reader.read(pos, size), vcn, err, reader.volumeOffset(pos), dir);
+        add(node);
+        for (const c of node.children) queue.push(c);
+      }
+    }
+    this.dirCache.unshift({ dir, byName });
+    this.dirCache.length = Math.min(this.dirCache.length, DIR_CACHE);
+    return byName;
   }
 
-  list(dirPath: string): FsEntry[] {
-    const norm = `/${dirPath.split('/').filter(Boolean).join('/')}`;
-    const key = norm === '/' ? '' : norm;
-    const m = this.index().get(key);
-    const out: FsEntry[] = [];
-    if (key === '' && this.ensureTree().orphans > 0) out.push(this.orphanDirEntry());
-    for (const l of m?.values() ?? []) {
+  /** The entry an index entry names, or undefined when the entry is stale (record reused or gone). */
+  private entryOfIndex(e: IndexEntry, dir: number, parentPath: string): FsEntry | undefined {
+    if (Tree.isMetafile(e.record) || e.record === ROOT_RECORD) return undefined;
+    const rec = this.mft.load(e.record);
+    const h = rec.header;
+    if (!h.inUse || h.baseRecord !== 0 || h.sequence !== e.sequence) return undefined;
+    const attrs = this.attributes(e.record, rec);
+    const names = this.names(e.record, attrs, rec.at);
+    const long = names.filter((f) => f.namespace !== Namespace.Dos);
+    const nlink = new Set((long.length ? long : names).map((f) => `${f.parentRecord}/${f.parentSequence}/${f.name}`))
+      .size;
+    const d = this.describe(e.record, h, attrs, rec.at);
+    return this.entry(e.record, d, `${parentPath}/${e.name}`, e.name, nlink, dir);
+  }
+
+  /** Follows the $I30 indexes from the root: the record of each component, or undefined. */
+  private resolve(parts: string[]): { dir: number; entry: IndexEntry | undefined; parentPath: string } | undefined {
+    let dir = ROOT_RECORD;
+    let sequence: number | undefined;
+    let parentPath = '';
+    for (let i = 0; i < parts.length; i++) {
+      let e: IndexEntry | undefined;
       try {
+        e = this.dirIndex(dir, sequence).get(parts[i]!);
+      } catch (x) {
+        if (isVdbakError(x) && x.kind === 'NotFoundError') return undefined;
+        throw x;
+      }
+      if (!e || Tree.isMetafile(e.record) || e.record === ROOT_RECORD) return undefined;
+      if (i === parts.length - 1) return { dir, entry: e, parentPath };
+      dir = e.record;
+      sequence = e.sequence;
+      parentPath += `/${parts[i]}`;
+    }
+    return { dir, entry: undefined, parentPath };
+  }
+
+  lookup(path: string): FsEntry | undefined {
+    const parts = path.split('/').filter(Boolean);
+    if (parts.length === 0) return this.rootEntry();
+    if (`/${parts[0]}` === ORPHAN_DIR) {
+      if (parts.length === 1) return this.ensureTree().orphans > 0 ? this.orphanDirEntry() : undefined;
+      const l = this.orphanChildren()
+        .get(`/${parts.slice(0, -1).join('/')}`)
+        ?.get(parts[parts.length - 1]!);
+      return l === undefined ? undefined : this.entryOfLink(l);
+    }
+    const r = this.resolve(parts);
+    return r?.entry ? this.entryOfIndex(r.entry, r.dir, r.parentPath) : undefined;
+  }
+
+  /**
+   * The entries of one directory, from its index. '/$OrphanFiles' (and the
+   * folders under it) come from the tree; the root lists '$OrphanFiles' once
+   * a walk, info() or a lookup under it has found orphans.
+   */
+  list(dirPath: string): FsEntry[] {
+    const parts = dirPath.split('/').filter(Boolean);
+    const out: FsEntry[] = [];
+    if (parts.length && `/${parts[0]}` === ORPHAN_DIR) {
+      for (const l of this.orphanChildren()
+        .get(`/${parts.join('/')}`)
+        ?.values() ?? []) {
         const e = this.entryOfLink(l);
         if (e) out.push(e);
-      } catch (e) {
-        this.problem(e, `${key}/${this.tree?.linkName[l]}`);
+      }
+      return out;
+    }
+    let dir = ROOT_RECORD;
+    let sequence: number | undefined;
+    if (parts.length) {
+      const r = this.resolve(parts);
+      if (!r?.entry) return out;
+      dir = r.entry.record;
+      sequence = r.entry.sequence;
+    } else if ((this.tree?.orphans ?? 0) > 0) {
+      out.push(this.orphanDirEntry());
+    }
+    let names: Map<string, IndexEntry>;
+    try {
+      names = this.dirIndex(dir, sequence);
+    } catch (x) {
+      if (isVdbakError(x) && x.kind === 'NotFoundError') return out;
+      throw x;
+    }
+    const prefix = parts.length ? `/${parts.join('/')}` : '';
+    for (const e of names.values()) {
+      try {
+        const entry = this.entryOfIndex(e, dir, prefix);
+        if (entry) out.push(entry);
+      } catch (x) {
+        this.problem(x, `${prefix}/${e.name}`);
       }
     }
     return out;

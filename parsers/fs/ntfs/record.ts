@@ -61,13 +61,20 @@ export function isEmptySlot(rec: Buffer): boolean {
 
 /**
  * Verifies and undoes the fixups of one record (in place). `at` is the byte
- * offset of the record (for errors), `inode` its number.
+ * offset of the record (for errors), `inode` its number. Index records
+ * ("INDX") use the same scheme with a shorter header (`headerSize`).
  */
-export function applyFixups(rec: Buffer, err: Errors, at: number, inode: number): void {
+export function applyFixups(
+  rec: Buffer,
+  err: Errors,
+  at: number,
+  inode: number,
+  headerSize: number = RECORD_HEADER_SIZE,
+): void {
   const usaOffset = rec.readUInt16LE(RECORD_HEADER.usaOffset[0]);
   const usaCount = rec.readUInt16LE(RECORD_HEADER.usaCount[0]);
   const strides = rec.length / FIXUP_STRIDE;
-  if (usaCount !== strides + 1 || usaOffset % 2 !== 0 || usaOffset < RECORD_HEADER_SIZE) {
+  if (usaCount !== strides + 1 || usaOffset % 2 !== 0 || usaOffset < headerSize) {
     throw err.corrupt('NTFS_BAD_FIXUP_ARRAY', `update sequence array of ${usaCount} at ${usaOffset}`, {
       offset: at + RECORD_HEADER.usaOffset[0],
       inode,

@@ -181,6 +181,13 @@ export class StreamReader {
     readonly stream: Stream,
   ) {}
 
+  /** Volume offset of a stream offset (for errors), or -1 when it is in a hole or not mapped. */
+  volumeOffset(pos: number): number {
+    const cs = this.geo.clusterSize;
+    const r = this.stream.runs[findRun(this.stream.runs, Math.floor(pos / cs))];
+    return !r || r.lcn === null ? -1 : r.lcn * cs + (pos - r.vcn * cs);
+  }
+
   read(offset: number, length: number): Buffer {
     const s = this.stream;
     checkRange(offset, length, s.size, this.err, 'NTFS_READ_PAST_END', 'read', offset);
