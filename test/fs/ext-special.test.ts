@@ -316,10 +316,20 @@ test('an extent block checksum mismatch is recorded and the file still reads', (
   expect(p?.error.details.inode).toBe(Number(e.id));
 });
 
+test('an extent tree of depth 2 (600 extents, 1 KiB blocks) hashes like the source', () => {
+  const image = join(small, 'small-ext4.img');
+  expect(run('debugfs', ['-R', 'stat /d/many.bin', image])).toContain('(ETB1)');
+  const fs = openExt(image);
+  const e = fs.lookup('/d/many.bin') as FsEntry;
+  expect(hashEntry(fs, e)).toBe(sha256(readFileSync(join(small, 'small.src/d/many.bin'))));
+  expect(fs.runs(e).filter((r) => r.volumeOffset !== null).length).toBe(600);
+  expect(fs.problems).toEqual([]);
+});
+
 test('small-ext2: block maps with single and double indirect blocks hash like the source', () => {
   const fs = openExt(join(small, 'small-ext2.img'));
   const m = walkMap(fs);
-  for (const p of ['/a/b/big.bin', '/d/islands.bin', '/a/hello.txt']) {
+  for (const p of ['/a/b/big.bin', '/d/islands.bin', '/d/many.bin', '/a/hello.txt']) {
     expect(hashEntry(fs, m.get(p) as FsEntry), p).toBe(sha256(readFileSync(join(small, 'small.src', p))));
   }
   const islands = fs.runs(m.get('/d/islands.bin') as FsEntry);
