@@ -34,6 +34,7 @@ const VARIANTS: { name: string; features: string[]; blockSize: number; type: str
   { name: 'ext4-inline', features: ['inline_data', 'extent'], blockSize: 4096, type: 'ext4' },
   { name: 'ext4-noextent', features: ['flex_bg', 'metadata_csum'], blockSize: 4096, type: 'ext4' },
   { name: 'ext4-1k', features: ['extent', 'metadata_csum'], blockSize: 1024, type: 'ext4' },
+  { name: 'ext4-2k', features: ['extent', 'metadata_csum'], blockSize: 2048, type: 'ext4' },
   { name: 'ext4-bigalloc', features: ['bigalloc', 'extent'], blockSize: 4096, type: 'ext4' },
   { name: 'ext4-metabg', features: ['meta_bg', '64bit'], blockSize: 4096, type: 'ext4' },
 ];
