@@ -35,6 +35,11 @@ export const MAX_CHUNK_LENGTH = 64 * 1024 * 1024;
 export const DEFAULT_ZSTD_LEVEL = 1;
 
 const ZSTD_MAGIC = 0xfd2fb528;
+/**
+ * Largest window the 32-bit (WebAssembly) zstd decoder accepts (ZSTD_WINDOWLOG_MAX_32).
+ * A frame past it makes the library's own header probe fail, so we refuse it first.
+ */
+const ZSTD_WINDOWLOG_MAX = 30;
 
 /** A chunk ready to be packed: plain data, safe to post between worker threads. */
 export interface EncodedChunk {
@@ -136,6 +141,9 @@ function zstdContentSize(frame: Uint8Array, err: ReturnType<typeof transportErro
   if (descriptor & 0x08) throw err.corrupt('CODEC_ZSTD_HEADER', 'zstd reserved bit set', { offset });
   const dictIdSize = [0, 1, 2, 4][descriptor & 3]!;
   const fcsSize = fcsFlag === 0 ? singleSegment : [0, 2, 4, 8][fcsFlag]!;
+  if (!singleSegment && frame.length > 5 && 10 + (frame[5]! >>> 3) > ZSTD_WINDOWLOG_MAX) {
+    throw err.unsupported('CODEC_ZSTD_WINDOW', 'zstd window larger than 1 GiB', { offset });
+  }
   const fcsAt = 5 + (singleSegment ? 0 : 1) + dictIdSize;
   if (fcsSize === 0) {
     throw err.unsupported('CODEC_ZSTD_NO_SIZE', 'zstd frame does not declare its content size', { offset });

@@ -98,6 +98,11 @@ describe('chunk codec', () => {
       () => decodeChunk(Buffer.concat([Buffer.from([CODEC_ZSTD]), streamed]), 1000, where),
       'CODEC_ZSTD_NO_SIZE',
     );
+    // a window past what the 32-bit decoder takes (descriptor byte after the frame header descriptor)
+    const wide = Buffer.from(encodeChunk(chunk(text)).stored);
+    expect(wide[5]! & 0x20).toBe(0); // not single-segment: a window descriptor follows
+    wide[6] = 0xf8; // exponent 31: a 2^41-byte window
+    expectCode(() => decodeChunk(wide, text.length, where), 'CODEC_ZSTD_WINDOW');
     // two frames: the second one overflows the declared size
     const twice = Buffer.concat([z, z.subarray(1)]);
     expectCode(() => decodeChunk(twice, text.length, where), 'CODEC_ZSTD_DATA');
