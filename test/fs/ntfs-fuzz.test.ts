@@ -1,10 +1,11 @@
 /**
- * Mutation fuzzing of real NTFS volumes: the boot sector, the first MFT
+ * Mutation fuzzing of real NTFS volumes: the boot sector and the first MFT
  * records (headers, fixups, attribute headers, runlists, names, attribute
- * lists) and, for the Windows-made image, the $Secure:$SDS stream. Every
- * case opens the volume, walks it, reads the start of every stream and asks
- * for info(): only correct output or typed errors are allowed, never a hang
- * or a RangeError/TypeError, and memory stays bounded.
+ * lists) under a walk that reads the start of every stream and asks for
+ * info(); the directory indexes (INDX records, index roots) under list() and
+ * lookup(); LZNT1 on a real compression unit. Only correct output or typed
+ * errors are allowed, never a hang or a RangeError/TypeError, and memory
+ * stays bounded.
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -59,6 +60,40 @@ test.each([
     `${name}: ${tally.ok} ok, ${tally.typed} typed in ${Date.now() - started} ms`,
     Object.fromEntries(tally.codes),
   );
+});
+
+/** Browses the two indexed directories through list() (the $I30 indexes), and looks a few paths up. */
+function browse(bytes: Uint8Array): void {
+  const fs = ntfsDriver.open(new MemoryDevice(bytes, 'fuzz'));
+  fs.list('/');
+  fs.list('/many_subdirs');
+  fs.lookup('/many_subdirs/77');
+  fs.lookup('/many_subdirs/512');
+  fs.lookup('/sparse-file');
+}
+
+test('fuzz the directory indexes of testfs1 (INDX records and index roots)', () => {
+  const image = readFileSync(join(CORPUS, 'ntfs/colinfinck/testfs1'));
+  const regions: Region[] = [];
+  for (let off = 0; off + 4 <= image.length; off += 512) {
+    if (image.toString('latin1', off, off + 4) === 'INDX') regions.push({ start: off, end: off + 4096 });
+  }
+  expect(regions.length).toBeGreaterThan(2);
+  // the index roots live in the directories' MFT records: the root and many_subdirs
+  const boot = parseBootSector(image.subarray(0, 512), errorsFor({ image: 'fuzz', layer: 'ntfs' }));
+  const fs = ntfsDriver.open(new MemoryDevice(image, 'fuzz'));
+  for (const id of [5, Number(fs.lookup('/many_subdirs')!.id)]) {
+    regions.push({ start: boot.mftOffset + id * boot.recordSize, end: boot.mftOffset + (id + 1) * boot.recordSize });
+  }
+  browse(image);
+  const tally = newTally();
+  for (const { index, bytes } of mutate(image, 800, 17, regions)) {
+    const t0 = Date.now();
+    expectTypedOrOk(tally, index, () => browse(bytes));
+    expect(Date.now() - t0, `case ${index}`).toBeLessThan(5000);
+  }
+  expect(tally.typed).toBeGreaterThan(40);
+  console.log(`indexes: ${tally.ok} ok, ${tally.typed} typed`, Object.fromEntries(tally.codes));
 });
 
 test('fuzz LZNT1 on a compression unit of a real compressed file', () => {
