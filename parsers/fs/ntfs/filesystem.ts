@@ -24,10 +24,17 @@
  *   mapping to the volume exists); read() decompresses.
  */
 import type { BlockDevice } from '../../blockdevice.js';
-import { checkCount, checkRange, isPowerOfTwo } from '../../bytes.js';
+import { assertLayout, checkCount, checkRange, isPowerOfTwo } from '../../bytes.js';
 import { type Errors, errorsFor, isVdbakError } from '../../errors.js';
 import type { DataRun, EntryType, FileSystem, FsEntry, FsInfo, FsProblem, NamedStream } from '../types.js';
-import { type Attribute, AttrType, parseAttributes } from './attribute.js';
+import {
+  ATTR_FLAG_COMPRESSION_MASK,
+  ATTR_FLAG_ENCRYPTED,
+  ATTR_FLAG_SPARSE,
+  type Attribute,
+  AttrType,
+  parseAttributes,
+} from './attribute.js';
 import { parseAttributeList } from './attrlist.js';
 import { type BootSector, MAX_RECORD_SIZE, MIN_RECORD_SIZE, readBootSector } from './boot.js';
 import { I30, type IndexEntry, type IndexNode, parseIndexRecord, parseIndexRoot } from './dirindex.js';
@@ -52,6 +59,10 @@ export const MAX_SDS_SIZE = 256 * 1024 * 1024;
 const MAX_SMALL_ATTR = 64 * 1024;
 const READER_CACHE = 4;
 const DIR_CACHE = 8;
+/** $VOLUME_INFORMATION (attribute 0x70 of $Volume): NTFS version and volume flags. */
+const VOLUME_INFORMATION_SIZE = 12;
+const VOLUME_INFORMATION = { major: [8, 1], minor: [9, 1], flags: [10, 2] } as const;
+assertLayout('NtfsVolumeInformation', VOLUME_INFORMATION_SIZE, VOLUME_INFORMATION);
 const VOLUME_FLAG_DIRTY = 0x0001;
 
 const ONLY_NAMES = new Set<number>([AttrType.FileName, AttrType.AttributeList]);
@@ -353,9 +364,9 @@ export class NtfsFileSystem implements FileSystem {
       }
     }
     const mainFlags = mainHead?.flags ?? 0;
-    if (dosAttrs & DosAttr.Compressed || (mainHead && mainFlags & 0x00ff)) flags.push('compressed');
-    if (dosAttrs & DosAttr.Encrypted || mainFlags & 0x4000) flags.push('encrypted');
-    if (dosAttrs & DosAttr.Sparse || mainFlags & 0x8000) flags.push('sparse');
+    if (dosAttrs & DosAttr.Compressed || mainFlags & ATTR_FLAG_COMPRESSION_MASK) flags.push('compressed');
+    if (dosAttrs & DosAttr.Encrypted || mainFlags & ATTR_FLAG_ENCRYPTED) flags.push('encrypted');
+    if (dosAttrs & DosAttr.Sparse || mainFlags & ATTR_FLAG_SPARSE) flags.push('sparse');
     if (dosAttrs & DosAttr.Offline) flags.push('offline');
     if (mainHead?.value) flags.push('inline');
     const sd = attrs.find((a) => a.type === AttrType.SecurityDescriptor && a.value);
@@ -707,10 +718,13 @@ export class NtfsFileSystem implements FileSystem {
       const attrs = this.attributes(VOLUME_RECORD, rec);
       const name = attrs.find((a) => a.type === AttrType.VolumeName && a.value);
       if (name) label = name.value!.toString('utf16le', 0, name.value!.length & ~1);
-      const vi = attrs.find((a) => a.type === AttrType.VolumeInformation && a.value && a.value.length >= 12);
+      const vi = attrs.find(
+        (a) => a.type === AttrType.VolumeInformation && a.value && a.value.length >= VOLUME_INFORMATION_SIZE,
+      );
       if (vi) {
-        version = `${vi.value!.readUInt8(8)}.${vi.value!.readUInt8(9)}`;
-        clean = (vi.value!.readUInt16LE(10) & VOLUME_FLAG_DIRTY) === 0;
+        const v = vi.value!;
+        version = `${v.readUInt8(VOLUME_INFORMATION.major[0])}.${v.readUInt8(VOLUME_INFORMATION.minor[0])}`;
+        clean = (v.readUInt16LE(VOLUME_INFORMATION.flags[0]) & VOLUME_FLAG_DIRTY) === 0;
       }
     } catch (e) {
       this.problem(e, '/$Volume');

@@ -14,8 +14,6 @@ export const FIXUP_STRIDE = 512;
 export const RECORD_MAGIC = 0x454c4946; // 'FILE'
 export const RECORD_FLAG_IN_USE = 0x0001;
 export const RECORD_FLAG_DIRECTORY = 0x0002;
-/** A 64-bit file reference: 48-bit record number + 16-bit sequence number. */
-export const REF_RECORD_MASK = 0xffffffffffffn;
 
 export const RECORD_HEADER_SIZE = 42;
 export const RECORD_HEADER = {

@@ -68,10 +68,6 @@ export class Tree {
     return (s & LIVE) !== 0 && (s & BAD) === 0 && (this.head[record] ?? -1) >= 0;
   }
 
-  isDir(record: number): boolean {
-    return ((this.state[record] ?? 0) & DIR) !== 0;
-  }
-
   /** Adds one name of `record` (names are added in record order, so links stay grouped). */
   addLink(record: number, parent: number, parentSeq: number, name: string): void {
     const l = this.linkName.length;
