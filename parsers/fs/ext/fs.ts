@@ -51,7 +51,7 @@ import {
   readSuperblock,
   type Superblock,
 } from './superblock.js';
-import { INLINE_DATA_XATTR, parseInodeXattrs, parseXattrBlock, type XattrWhere } from './xattr.js';
+import { hasInodeXattrs, INLINE_DATA_XATTR, parseInodeXattrs, parseXattrBlock, type XattrWhere } from './xattr.js';
 
 /** Inode-table bytes fetched per read. */
 const INODE_CHUNK = 256 * 1024;
@@ -68,6 +68,9 @@ const MAX_SYMLINK = 4096;
 /** Problems kept in `problems`; later ones are only counted. */
 const MAX_PROBLEMS = 10_000;
 const XATTR_CACHE_BLOCKS = 256;
+const NO_XATTRS: Xattr[] = [];
+/** Inode flags that show up in FsEntry.flags. */
+const FLAGGED = INODE_FLAGS.inlineData | INODE_FLAGS.encrypt | INODE_FLAGS.immutable | INODE_FLAGS.append;
 
 export class ExtFileSystem implements FileSystem {
   readonly type = 'ext';
@@ -186,11 +189,11 @@ export class ExtFileSystem implements FileSystem {
         const raw = list.name(i);
         const childIno = list.inos[i] as number;
         if (isDotName(raw)) continue;
-        const path = `${dirPath}/${decodeName(raw)}`;
-        if (!this.acceptName(raw, childIno, dirIno, path)) continue;
+        if (!this.acceptName(raw, childIno, dirIno, dirPath)) continue;
         const type = list.types[i] as number;
         const isDir = hasFileType && type !== 0 ? type === FT_DIR : this.isDirInode(childIno);
         if (isDir) {
+          const path = `${dirPath}/${decodeName(raw)}`;
           if (visited.has(childIno)) {
             this.problem(
               this.err.corrupt('EXT_DIR_CYCLE', `directory inode ${childIno} is reached twice (a cycle)`, {
@@ -261,24 +264,28 @@ export class ExtFileSystem implements FileSystem {
       const raw = records.name(i);
       const childIno = records.inos[i] as number;
       if (isDotName(raw)) continue;
+      if (!this.acceptName(raw, childIno, ino, dirPath)) continue;
       const name = decodeName(raw);
       const path = `${dirPath}/${name}`;
-      if (!this.acceptName(raw, childIno, ino, path)) continue;
       const inode = this.liveInode(childIno, path);
       if (inode) yield { inode, path, name };
     }
   }
 
-  /** False (and a recorded problem) for a name no live entry may have: '/' or NUL in it, a reserved inode. */
-  private acceptName(raw: Uint8Array, childIno: number, dirIno: number, path: string): boolean {
+  /**
+   * False (and a recorded problem) for a name in directory `dirPath` that no
+   * live entry may have: '/' or NUL in it, a reserved inode.
+   */
+  private acceptName(raw: Uint8Array, childIno: number, dirIno: number, dirPath: string): boolean {
+    const path = () => `${dirPath}/${decodeName(raw)}`;
     if (raw.includes(0x2f) || raw.includes(0)) {
-      this.problem(this.err.corrupt('EXT_BAD_NAME', 'directory entry name holds / or NUL', { inode: dirIno }), path);
+      this.problem(this.err.corrupt('EXT_BAD_NAME', 'directory entry name holds / or NUL', { inode: dirIno }), path());
       return false;
     }
     if (childIno < this.sb.firstIno && childIno !== ROOT_INO) {
       this.problem(
         this.err.corrupt('EXT_RESERVED_INODE', `entry points to reserved inode ${childIno}`, { inode: childIno }),
-        path,
+        path(),
       );
       return false;
     }
@@ -346,20 +353,24 @@ export class ExtFileSystem implements FileSystem {
       nlink: inode.links,
     };
     if (inode.crtimeNs !== undefined) e.birthtimeNs = inode.crtimeNs;
-    const flags: string[] = [];
-    if (inode.type !== 'dir' && inode.links > 1) flags.push('hardlink');
-    if (inode.flags & INODE_FLAGS.inlineData) flags.push('inline');
-    if (inode.flags & INODE_FLAGS.encrypt) flags.push('encrypted');
-    if (inode.flags & INODE_FLAGS.immutable) flags.push('immutable');
-    if (inode.flags & INODE_FLAGS.append) flags.push('append');
-    if (inode.type === 'file' && !(inode.flags & INODE_FLAGS.inlineData) && inode.allocatedBytes < inode.size) {
-      flags.push('sparse');
+    if (inode.flags & FLAGGED || inode.links > 1 || inode.allocatedBytes < inode.size) {
+      const flags: string[] = [];
+      if (inode.type !== 'dir' && inode.links > 1) flags.push('hardlink');
+      if (inode.flags & INODE_FLAGS.inlineData) flags.push('inline');
+      if (inode.flags & INODE_FLAGS.encrypt) flags.push('encrypted');
+      if (inode.flags & INODE_FLAGS.immutable) flags.push('immutable');
+      if (inode.flags & INODE_FLAGS.append) flags.push('append');
+      if (inode.type === 'file' && !(inode.flags & INODE_FLAGS.inlineData) && inode.allocatedBytes < inode.size) {
+        flags.push('sparse');
+      }
+      if (flags.length > 0) e.flags = flags;
     }
-    if (flags.length > 0) e.flags = flags;
     if (inode.type === 'chardev' || inode.type === 'blockdev') e.rdev = deviceNumber(inode.block);
     const xattrs = this.xattrsOf(inode, path);
-    const visible = xattrs.filter((x) => x.name !== INLINE_DATA_XATTR);
-    if (visible.length > 0) e.xattrs = visible;
+    if (xattrs.length > 0) {
+      const visible = xattrs.filter((x) => x.name !== INLINE_DATA_XATTR);
+      if (visible.length > 0) e.xattrs = visible;
+    }
     if (inode.type === 'symlink') {
       try {
         const target = this.symlinkTarget(inode, xattrs);
@@ -484,7 +495,7 @@ export class ExtFileSystem implements FileSystem {
       err: this.err,
       ino: inode.ino,
       seed: sb.hasMetadataCsum ? inodeSeed(sb, inode.ino, inode.generation) : 0,
-      readBlocks: (pblk, count) => this.dev.read(pblk * sb.blockSize, count * sb.blockSize),
+      readBlocks: (pblk, count) => plain(this.dev.read(pblk * sb.blockSize, count * sb.blockSize)),
       problem: (e) => this.problem(e),
     };
   }
@@ -514,7 +525,7 @@ export class ExtFileSystem implements FileSystem {
       if (r.unwritten) continue;
       for (let done = 0; done < r.len; done += perRead) {
         const n = Math.min(perRead, r.len - done);
-        const bytes = this.dev.read((r.pblk + done) * bs, n * bs);
+        const bytes = plain(this.dev.read((r.pblk + done) * bs, n * bs));
         for (let i = 0; i < n; i++) {
           const lblk = r.lblk + done + i;
           parseDirBlock(bytes.subarray(i * bs, (i + 1) * bs), (r.pblk + done + i) * bs, ctx, out, {
@@ -579,8 +590,8 @@ export class ExtFileSystem implements FileSystem {
   }
 
   private xattrsOf(inode: Inode, path?: string): Xattr[] {
-    let out: Xattr[] = [];
-    if (inode.xattrStart > 0) {
+    let out: Xattr[] = NO_XATTRS;
+    if (inode.xattrStart > 0 && hasInodeXattrs(inode.raw, inode.xattrStart)) {
       try {
         out = parseInodeXattrs(inode.raw.subarray(inode.xattrStart), this.xattrWhere(inode, 0));
       } catch (e) {
@@ -681,6 +692,14 @@ function isFastSymlink(inode: Inode, sb: Superblock): boolean {
   if (inode.flags & INODE_FLAGS.inlineData) return false;
   const eaBytes = inode.fileAcl !== 0 ? sb.clusterSize : 0;
   return inode.allocatedBytes - eaBytes === 0 && inode.size < I_BLOCK_SIZE;
+}
+
+/**
+ * A plain Uint8Array view of a Buffer: the hot decoders then only ever see
+ * one array type, which keeps V8's inline caches monomorphic.
+ */
+function plain(b: Buffer): Uint8Array {
+  return new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
 }
 
 function isDotName(raw: Uint8Array): boolean {

@@ -27,7 +27,7 @@ export interface MapContext {
   /** crc32c seed of this inode's metadata blocks (metadata_csum). */
   seed: number;
   /** Reads `count` whole blocks starting at physical block `pblk`. */
-  readBlocks(pblk: number, count: number): Buffer;
+  readBlocks(pblk: number, count: number): Uint8Array;
   /** Records local damage (a checksum mismatch) and lets reading go on. */
   problem(e: VdbakError): void;
 }

@@ -51,9 +51,14 @@ export interface XattrWhere {
 /** Largest xattr value Linux accepts (XATTR_SIZE_MAX). */
 export const MAX_XATTR_VALUE = 65536;
 
+/** Whether the in-inode xattr area (from `start`) begins with the xattr magic. */
+export function hasInodeXattrs(area: Uint8Array, start = 0): boolean {
+  return area.length >= start + 4 && le32(area, start) === XATTR_MAGIC;
+}
+
 /** Parses the in-inode xattr area `area` (from i_extra_isize to the end of the inode). */
 export function parseInodeXattrs(area: Uint8Array, where: XattrWhere): Xattr[] {
-  if (area.length < 4 || le32(area, 0) !== XATTR_MAGIC) return [];
+  if (!hasInodeXattrs(area)) return [];
   const entries = area.subarray(4);
   return parseEntries(entries, 0, entries, where);
 }
