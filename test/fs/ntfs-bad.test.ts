@@ -14,7 +14,7 @@ import { AttrType, parseAttributes } from '../../parsers/fs/ntfs/attribute.js';
 import { parseBootSector } from '../../parsers/fs/ntfs/boot.js';
 import { ntfsDriver } from '../../parsers/fs/ntfs/index.js';
 import { Mft } from '../../parsers/fs/ntfs/mft.js';
-import { parseRecordHeader } from '../../parsers/fs/ntfs/record.js';
+import { applyFixups, parseRecordHeader } from '../../parsers/fs/ntfs/record.js';
 import type { FsEntry } from '../../parsers/fs/types.js';
 import { CORPUS } from '../helpers/fixtures.js';
 
@@ -216,5 +216,66 @@ describe('records (the walk goes on)', () => {
         expect(isVdbakError(x)).toBe(true);
       }
     }
+  });
+});
+
+describe('directory indexes (list and lookup)', () => {
+  /** Offsets (in the image) of the child-VCN fields of the index root of a directory. */
+  function rootChildFields(dirId: number): number[] {
+    const { at, attrs } = locate(dirId);
+    const root = attrs.find((a) => a.type === AttrType.IndexRoot)!;
+    const node = at + root.valueAt + 16;
+    const fields: number[] = [];
+    let off = node + base.readUInt32LE(node);
+    for (;;) {
+      const length = base.readUInt16LE(off + 8);
+      const flags = base.readUInt32LE(off + 12);
+      if (flags & 1) fields.push(off + length - 8);
+      if (flags & 2) return fields;
+      off += length;
+    }
+  }
+
+  /** Image offset of a child-VCN field inside the top INDX record of a directory (clear of fixup positions). */
+  function topNodeChildField(dirId: number, topVcn: bigint): number {
+    for (let off = 0; off + 4096 <= base.length; off += 512) {
+      if (base.toString('latin1', off, off + 4) !== 'INDX' || base.readBigUInt64LE(off + 16) !== topVcn) continue;
+      const copy = Buffer.from(base.subarray(off, off + 4096));
+      applyFixups(copy, err, off, dirId, 40);
+      let e = 24 + copy.readUInt32LE(24);
+      for (;;) {
+        const length = copy.readUInt16LE(e + 8);
+        const flags = copy.readUInt32LE(e + 12);
+        const field = e + length - 8;
+        if (flags & 1 && (field % 512) + 8 <= 510 && copy.readUInt32LE(e + 16) === dirId) return off + field;
+        if (flags & 2) break;
+        e += length;
+      }
+    }
+    throw new Error('no child field found');
+  }
+
+  test('an index node that points back to itself (a loop in the B-tree) is a typed error', () => {
+    const dirId = idOf('/many_subdirs');
+    const [rootField] = rootChildFields(dirId);
+    const topVcn = base.readBigUInt64LE(rootField!);
+    const field = topNodeChildField(dirId, topVcn);
+    const fs = ntfsDriver.open(damaged((b) => b.writeBigUInt64LE(topVcn, field)));
+    let caught: unknown;
+    try {
+      fs.list('/many_subdirs');
+    } catch (e) {
+      caught = e;
+    }
+    expect(caught).toMatchObject({ code: 'NTFS_INDEX_LOOP', image: IMAGE, layer: 'ntfs', details: { inode: dirId } });
+    // the walk does not depend on indexes: every entry is still there
+    expect([...fs.walk()].length).toBe(healthy.length);
+  });
+
+  test('a child VCN past the index allocation is a typed error naming the directory', () => {
+    const dirId = idOf('/many_subdirs');
+    const fields = rootChildFields(dirId);
+    const fs = ntfsDriver.open(damaged((b) => b.writeBigUInt64LE(1n << 40n, fields[0]!)));
+    expect(() => fs.lookup('/many_subdirs/1')).toThrow(expect.objectContaining({ code: 'NTFS_INDEX_BAD_VCN' }));
   });
 });
