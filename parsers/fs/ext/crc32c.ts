@@ -26,41 +26,47 @@ const TABLES: Uint32Array[] = (() => {
   return t;
 })();
 
+const [T0, T1, T2, T3, T4, T5, T6, T7] = TABLES as [
+  Uint32Array,
+  Uint32Array,
+  Uint32Array,
+  Uint32Array,
+  Uint32Array,
+  Uint32Array,
+  Uint32Array,
+  Uint32Array,
+];
+
 /** Continues a CRC-32C register over data[start, end) (no pre- or post-inversion). */
 export function crc32c(crc: number, data: Uint8Array, start = 0, end = data.length): number {
-  const [t0, t1, t2, t3, t4, t5, t6, t7] = TABLES as [
-    Uint32Array,
-    Uint32Array,
-    Uint32Array,
-    Uint32Array,
-    Uint32Array,
-    Uint32Array,
-    Uint32Array,
-    Uint32Array,
-  ];
   let c = crc >>> 0;
   let i = start;
-  const n = end;
-  for (; i + 8 <= n; i += 8) {
+  for (; i + 8 <= end; i += 8) {
     const a = (c ^ (data[i]! | (data[i + 1]! << 8) | (data[i + 2]! << 16) | (data[i + 3]! << 24))) >>> 0;
     c =
-      t7[a & 0xff]! ^
-      t6[(a >>> 8) & 0xff]! ^
-      t5[(a >>> 16) & 0xff]! ^
-      t4[a >>> 24]! ^
-      t3[data[i + 4]!]! ^
-      t2[data[i + 5]!]! ^
-      t1[data[i + 6]!]! ^
-      t0[data[i + 7]!]!;
+      T7[a & 0xff]! ^
+      T6[(a >>> 8) & 0xff]! ^
+      T5[(a >>> 16) & 0xff]! ^
+      T4[a >>> 24]! ^
+      T3[data[i + 4]!]! ^
+      T2[data[i + 5]!]! ^
+      T1[data[i + 6]!]! ^
+      T0[data[i + 7]!]!;
   }
-  for (; i < n; i++) c = (c >>> 8) ^ t0[(c ^ data[i]!) & 0xff]!;
+  for (; i < end; i++) c = (c >>> 8) ^ T0[(c ^ data[i]!) & 0xff]!;
+  return c >>> 0;
+}
+
+/** CRC-32C register continued over `n` zero bytes (a checksum field read as zeros). */
+export function crc32cZeros(crc: number, n: number): number {
+  let c = crc >>> 0;
+  for (let k = 0; k < n; k++) c = (c >>> 8) ^ T0[c & 0xff]!;
   return c >>> 0;
 }
 
 /** CRC-32C register continued over one little-endian u32. */
 export function crc32cU32(crc: number, v: number): number {
-  const t0 = TABLES[0] as Uint32Array;
   let c = crc >>> 0;
-  for (let k = 0; k < 4; k++) c = (c >>> 8) ^ (t0[(c ^ (v >>> (8 * k))) & 0xff] as number);
+  for (let k = 0; k < 4; k++) c = (c >>> 8) ^ T0[(c ^ (v >>> (8 * k))) & 0xff]!;
   return c >>> 0;
 }

@@ -70,7 +70,8 @@ export class DirList {
       this.lens = grow(this.lens, new Uint16Array(n));
     }
     if (this.used + len > this.pool.length) this.pool = grow(this.pool, new Uint8Array((this.used + len) * 2));
-    this.pool.set(src.subarray(start, start + len), this.used);
+    const pool = this.pool;
+    for (let k = 0; k < len; k++) pool[this.used + k] = src[start + k] as number;
     this.inos[this.count] = ino;
     this.types[this.count] = type;
     this.tags[this.count] = tag;

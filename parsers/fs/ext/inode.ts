@@ -7,7 +7,7 @@
 import { assertLayout } from '../../bytes.js';
 import type { Errors } from '../../errors.js';
 import type { EntryType } from '../types.js';
-import { crc32c, crc32cU32 } from './crc32c.js';
+import { crc32c, crc32cU32, crc32cZeros } from './crc32c.js';
 import { le16, le32, le32s } from './le.js';
 import type { Superblock } from './superblock.js';
 import { RO_COMPAT } from './superblock.js';
@@ -121,18 +121,8 @@ export function parseInode(raw: Uint8Array, ino: number, sb: Superblock, offset:
       });
     }
   }
-  const has = (f: readonly [number, number]) => GOOD_OLD_INODE_SIZE + extra >= f[0] + f[1];
-  const time = (lo: readonly [number, number], ex: readonly [number, number]): bigint => {
-    let sec = le32s(raw, lo[0]);
-    let nsec = 0;
-    if (has(ex)) {
-      const e = le32(raw, ex[0]);
-      sec += (e & 3) * 2 ** 32;
-      nsec = e >>> 2;
-      if (nsec > 999_999_999) nsec = 0;
-    }
-    return BigInt(sec) * 1_000_000_000n + BigInt(nsec);
-  };
+  const has = (f: readonly [number, number]) => fits(extra, f);
+  const time = (lo: readonly [number, number], ex: readonly [number, number]) => inodeTime(raw, extra, lo, ex);
   const blocksRaw = le32(raw, INO.blocksLo[0]) + le16(raw, INO.blocksHigh[0]) * 2 ** 32;
   const hugeUnits = sb.roCompat & RO_COMPAT.huge_file && flags & INODE_FLAGS.hugeFile;
   const size = le32(raw, INO.sizeLo[0]) + le32(raw, INO.sizeHigh[0]) * 2 ** 32;
@@ -166,6 +156,33 @@ export function parseInode(raw: Uint8Array, ino: number, sb: Superblock, offset:
   };
 }
 
+/** Whether field `f` lies inside the inode's extra area of `extra` bytes. */
+function fits(extra: number, f: readonly [number, number]): boolean {
+  return GOOD_OLD_INODE_SIZE + extra >= f[0] + f[1];
+}
+
+/**
+ * A timestamp in nanoseconds: signed 32-bit seconds, plus (when the extra
+ * field exists) 2 epoch bits that extend the seconds past 2038 and 30 bits of
+ * nanoseconds.
+ */
+function inodeTime(
+  raw: Uint8Array,
+  extra: number,
+  lo: readonly [number, number],
+  ex: readonly [number, number],
+): bigint {
+  let sec = le32s(raw, lo[0]);
+  let nsec = 0;
+  if (fits(extra, ex)) {
+    const e = le32(raw, ex[0]);
+    sec += (e & 3) * 2 ** 32;
+    nsec = e >>> 2;
+    if (nsec > 999_999_999) nsec = 0;
+  }
+  return BigInt(sec) * 1_000_000_000n + BigInt(nsec);
+}
+
 function hasChecksumHi(extra: number): boolean {
   return extra >= INO.checksumHi[0] + INO.checksumHi[1] - GOOD_OLD_INODE_SIZE;
 }
@@ -184,16 +201,12 @@ function inodeChecksum(raw: Uint8Array, ino: number, sb: Superblock, extra: numb
   // Over the whole inode with both checksum fields read as zeros.
   const lo = INO.checksumLo[0];
   let c = inodeSeed(sb, ino, le32(raw, INO.generation[0]));
-  c = crc32c(c, raw, 0, lo);
-  c = crc32c(c, ZERO2);
+  c = crc32cZeros(crc32c(c, raw, 0, lo), 2);
   const hi = hasChecksumHi(extra);
   if (!hi) return crc32c(c, raw, lo + 2) & 0xffff;
-  c = crc32c(c, raw, lo + 2, INO.checksumHi[0]);
-  c = crc32c(c, ZERO2);
+  c = crc32cZeros(crc32c(c, raw, lo + 2, INO.checksumHi[0]), 2);
   return crc32c(c, raw, INO.checksumHi[0] + 2);
 }
-
-const ZERO2 = new Uint8Array(2);
 
 /** The device number of a char/block device inode, encoded like Linux's dev_t (glibc makedev). */
 export function deviceNumber(block: Uint8Array): number {
