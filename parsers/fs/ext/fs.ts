@@ -59,6 +59,9 @@ const INODE_CHUNK = 256 * 1024;
 const INODE_CACHE_CHUNKS = 64;
 /** Directory blocks fetched per read. */
 const DIR_READ_BYTES = 1024 * 1024;
+/** Largest directory: i_size is 32-bit without large_dir, 2^32 blocks with it. */
+const MAX_DIR_BYTES = 2 ** 31;
+const MAX_LARGE_DIR_BYTES = 2 ** 42;
 /** Names one directory may hold before we refuse it (large_dir allows ~2^32 blocks of records). */
 const MAX_DIR_ENTRIES = 1 << 24;
 /** Names walk() gathers before it reads their inodes (about 20 MiB of typed arrays and name bytes). */
@@ -521,7 +524,16 @@ export class ExtFileSystem implements FileSystem {
     }
     const bs = sb.blockSize;
     const perRead = Math.max(1, Math.floor(DIR_READ_BYTES / bs));
-    for (const r of this.blockRuns(inode)) {
+    const runs = this.blockRuns(inode);
+    // A directory is at most 2 GiB (4 TiB with large_dir) and never larger than the volume.
+    const cap = Math.min(this.dev.size, sb.incompat & INCOMPAT.large_dir ? MAX_LARGE_DIR_BYTES : MAX_DIR_BYTES);
+    const mapped = runs.reduce((n, r) => n + r.len * bs, 0);
+    if (mapped > cap) {
+      throw this.err.limit('EXT_DIR_TOO_LARGE', `directory maps ${mapped} bytes (at most ${cap})`, {
+        inode: inode.ino,
+      });
+    }
+    for (const r of runs) {
       if (r.unwritten) continue;
       for (let done = 0; done < r.len; done += perRead) {
         const n = Math.min(perRead, r.len - done);
