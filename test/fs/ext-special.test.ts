@@ -251,6 +251,24 @@ describe('bad input (small-ext4: 1 KiB blocks, 4 groups, metadata_csum)', () => 
     expect(p?.error.details.inode).toBe(8);
   });
 
+  test('a name that appears twice in one directory is listed once and counted as damage', () => {
+    const b = readFileSync(join(small, 'small-ext2.img'));
+    // The record of /d/f10 (name_len 3, file type 1) renamed to f11, which exists already.
+    const at = b.indexOf(Buffer.from([3, 1, ...Buffer.from('f10')]));
+    expect(at).toBeGreaterThan(0);
+    expect(b.indexOf(Buffer.from([3, 1, ...Buffer.from('f10')]), at + 1)).toBe(-1);
+    b.write('f11', at + 2, 'latin1');
+    const fs = openBytes(b);
+    const paths = [...fs.walk()].map((e) => e.path);
+    expect(paths.filter((p) => p === '/d/f11').length).toBe(1);
+    expect(paths).not.toContain('/d/f10');
+    expect(new Set(paths).size).toBe(paths.length);
+    const p = fs.problems.find((x) => x.error.code === 'EXT_DUPLICATE_NAME');
+    expect(p?.path).toBe('/d/f11');
+    const names = fs.list('/d').map((e) => e.name);
+    expect(new Set(names).size).toBe(names.length);
+  });
+
   test('a volume cut short: open records it, reading past the end gives only typed errors', () => {
     const b = bytesOf('small-ext4').subarray(0, 1536 * 1024);
     const fs = openBytes(b);

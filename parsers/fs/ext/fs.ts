@@ -188,11 +188,12 @@ export class ExtFileSystem implements FileSystem {
         continue;
       }
       const subdirs: number[] = [];
+      const seen = new Set<string>();
       for (let i = 0; i < list.count; i++) {
         const raw = list.name(i);
         const childIno = list.inos[i] as number;
         if (isDotName(raw)) continue;
-        if (!this.acceptName(raw, childIno, dirIno, dirPath)) continue;
+        if (!this.acceptName(raw, childIno, dirIno, dirPath, seen)) continue;
         const type = list.types[i] as number;
         const isDir = hasFileType && type !== 0 ? type === FT_DIR : this.isDirInode(childIno);
         if (isDir) {
@@ -263,11 +264,15 @@ export class ExtFileSystem implements FileSystem {
       this.local(e, dirPath || '/');
       return;
     }
+    const seen = new Set<string>();
+    for (let i = 0; i < records.count; i++) {
+      const raw = records.name(i);
+      if (isDotName(raw) || !this.acceptName(raw, records.inos[i] as number, ino, dirPath, seen)) records.inos[i] = 0;
+    }
     for (const i of records.byInode()) {
       const raw = records.name(i);
       const childIno = records.inos[i] as number;
-      if (isDotName(raw)) continue;
-      if (!this.acceptName(raw, childIno, ino, dirPath)) continue;
+      if (childIno === 0) continue;
       const name = decodeName(raw);
       const path = `${dirPath}/${name}`;
       const inode = this.liveInode(childIno, path);
@@ -277,10 +282,21 @@ export class ExtFileSystem implements FileSystem {
 
   /**
    * False (and a recorded problem) for a name in directory `dirPath` that no
-   * live entry may have: '/' or NUL in it, a reserved inode.
+   * live entry may have: '/' or NUL in it, a reserved inode, a name already
+   * in `seen` (the names of this directory so far; the first one wins).
    */
-  private acceptName(raw: Uint8Array, childIno: number, dirIno: number, dirPath: string): boolean {
+  private acceptName(raw: Uint8Array, childIno: number, dirIno: number, dirPath: string, seen: Set<string>): boolean {
     const path = () => `${dirPath}/${decodeName(raw)}`;
+    // One UTF-16 unit per byte: an exact, cheap key (names are at most 255 bytes).
+    const key = String.fromCharCode.apply(null, raw as unknown as number[]);
+    if (seen.has(key)) {
+      this.problem(
+        this.err.corrupt('EXT_DUPLICATE_NAME', 'a name appears twice in one directory', { inode: dirIno }),
+        path(),
+      );
+      return false;
+    }
+    seen.add(key);
     if (raw.includes(0x2f) || raw.includes(0)) {
       this.problem(this.err.corrupt('EXT_BAD_NAME', 'directory entry name holds / or NUL', { inode: dirIno }), path());
       return false;
