@@ -101,6 +101,37 @@ export class DirList {
   }
 }
 
+/**
+ * The names of one directory seen so far, to catch a name recorded twice.
+ * Keyed by a 32-bit FNV-1a hash of the bytes; names that share a hash are
+ * compared byte by byte, so the answer is exact.
+ */
+export class NameSet {
+  private readonly byHash = new Map<number, Uint8Array | Uint8Array[]>();
+
+  /** Adds `name` (kept by reference: its bytes must not change while the set is used); false when it was there already. */
+  add(name: Uint8Array): boolean {
+    let h = 0x811c9dc5;
+    for (let i = 0; i < name.length; i++) h = Math.imul(h ^ (name[i] as number), 0x01000193);
+    const prev = this.byHash.get(h);
+    if (prev === undefined) {
+      this.byHash.set(h, name);
+      return true;
+    }
+    const list = Array.isArray(prev) ? prev : [prev];
+    if (list.some((p) => sameBytes(p, name))) return false;
+    list.push(name);
+    this.byHash.set(h, list);
+    return true;
+  }
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
 function grow<T extends Uint8Array | Uint16Array | Uint32Array>(from: T, to: T): T {
   to.set(from);
   return to;

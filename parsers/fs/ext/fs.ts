@@ -25,7 +25,7 @@ import type { BlockDevice } from '../../blockdevice.js';
 import { type Errors, errorsFor, isVdbakError, type VdbakError } from '../../errors.js';
 import type { DataRun, FileSystem, FsEntry, FsInfo, FsProblem, Xattr } from '../types.js';
 import { blockMapRuns } from './blockmap.js';
-import { DirList, FT_DIR, parseDirBlock } from './dir.js';
+import { DirList, FT_DIR, NameSet, parseDirBlock } from './dir.js';
 import { extentRuns } from './extents.js';
 import { BG_INODE_UNINIT, type GroupTable, readGroups } from './groups.js';
 import { inlineContent, inlineDirAreas } from './inline.js';
@@ -188,7 +188,7 @@ export class ExtFileSystem implements FileSystem {
         continue;
       }
       const subdirs: number[] = [];
-      const seen = new Set<string>();
+      const seen = new NameSet();
       for (let i = 0; i < list.count; i++) {
         const raw = list.name(i);
         const childIno = list.inos[i] as number;
@@ -264,7 +264,7 @@ export class ExtFileSystem implements FileSystem {
       this.local(e, dirPath || '/');
       return;
     }
-    const seen = new Set<string>();
+    const seen = new NameSet();
     for (let i = 0; i < records.count; i++) {
       const raw = records.name(i);
       if (isDotName(raw) || !this.acceptName(raw, records.inos[i] as number, ino, dirPath, seen)) records.inos[i] = 0;
@@ -285,18 +285,15 @@ export class ExtFileSystem implements FileSystem {
    * live entry may have: '/' or NUL in it, a reserved inode, a name already
    * in `seen` (the names of this directory so far; the first one wins).
    */
-  private acceptName(raw: Uint8Array, childIno: number, dirIno: number, dirPath: string, seen: Set<string>): boolean {
+  private acceptName(raw: Uint8Array, childIno: number, dirIno: number, dirPath: string, seen: NameSet): boolean {
     const path = () => `${dirPath}/${decodeName(raw)}`;
-    // One UTF-16 unit per byte: an exact, cheap key (names are at most 255 bytes).
-    const key = String.fromCharCode.apply(null, raw as unknown as number[]);
-    if (seen.has(key)) {
+    if (!seen.add(raw)) {
       this.problem(
         this.err.corrupt('EXT_DUPLICATE_NAME', 'a name appears twice in one directory', { inode: dirIno }),
         path(),
       );
       return false;
     }
-    seen.add(key);
     if (raw.includes(0x2f) || raw.includes(0)) {
       this.problem(this.err.corrupt('EXT_BAD_NAME', 'directory entry name holds / or NUL', { inode: dirIno }), path());
       return false;
