@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // The vdbak command. The TypeScript sources are compiled to dist/ by `npm run build`.
 import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, URL } from 'node:url';
 
 const cli = fileURLToPath(new URL('../dist/agent/cli.js', import.meta.url));
 if (!existsSync(cli)) {

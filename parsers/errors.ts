@@ -32,13 +32,7 @@ export interface ErrorDetails {
 }
 
 export type ErrorKind =
-  | 'CorruptError'
-  | 'TruncatedError'
-  | 'UnsupportedError'
-  | 'LimitError'
-  | 'ChainError'
-  | 'NotFoundError'
-  | 'IoError';
+  'CorruptError' | 'TruncatedError' | 'UnsupportedError' | 'LimitError' | 'ChainError' | 'NotFoundError' | 'IoError';
 
 export interface SerializedError {
   kind: ErrorKind;

@@ -27,7 +27,7 @@ const SMALL: ChunkSizes = { minSize: 2048, avgSize: 8192, maxSize: 65536 };
 function feedInPieces(data: Uint8Array, sizes: ChunkSizes, pieceSizes: () => number): number[] {
   const cdc = new CdcChunker(sizes);
   const out: number[] = [];
-  for (let pos = 0; pos < data.length; ) {
+  for (let pos = 0; pos < data.length;) {
     const n = Math.min(data.length - pos, pieceSizes());
     out.push(...cdc.update(data.subarray(pos, pos + n)));
     pos += n;
@@ -140,7 +140,7 @@ describe('ContentChunker', () => {
     const got: { offset: number; length: number; hash: string }[] = [];
     const reused = Buffer.alloc(10_000);
     const rnd = prng(3);
-    for (let pos = 0; pos < data.length; ) {
+    for (let pos = 0; pos < data.length;) {
       const n = Math.min(data.length - pos, 1 + Math.floor(rnd() * reused.length));
       data.copy(reused, 0, pos, pos + n);
       for (const ch of c.push(reused.subarray(0, n))) {

@@ -50,7 +50,9 @@ export function fixture(script: string, args: string[] = []): string {
       // a lock older than 30 minutes belongs to a dead builder
       try {
         if (Date.now() - statSync(lock).mtimeMs > 30 * 60_000) rmSync(lock, { recursive: true, force: true });
-      } catch {}
+      } catch {
+        // the lock went away meanwhile: try again
+      }
       if (Date.now() > deadline) throw new Error(`fixture ${key}: timed out waiting for the lock ${lock}`);
       sleepMs(250);
     }

@@ -355,6 +355,7 @@ function openFromDescriptor(path: string, d: Descriptor, ctx: OpenContext): Vmdk
     return new VmdkImage(path, d, readers, d.createType ?? 'custom', parent);
   } catch (e) {
     for (const r of readers) r.close();
+    parent?.close();
     throw e;
   }
 }

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Runs every benchmark once, each next to its peer in the same run (see benchmarks/README.md).
+# `npm run bench` builds first. Inputs are built once and cached in .cache/bench.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/ensure-deps.sh --no-npm
+for b in disk-read ext ntfs chunking; do
+  echo "== $b"
+  node "dist/benchmarks/$b.js" "$@"
+done
