@@ -19,37 +19,45 @@ export const TiB = 1024 * GiB;
 /** Largest virtual disk we accept (VMFS6 allows 62 TiB; qcow2 can say more): 256 TiB. */
 export const MAX_DISK_SIZE = 256 * TiB;
 
+function outOfRange(b: Uint8Array, off: number, n: number): never {
+  throw new RangeError(`${n}-byte read at ${off} past buffer of ${b.length}`);
+}
+
+// Plain byte arithmetic: no DataView per call (these sit on every parser's hot path).
+// A read past the buffer is a RangeError: a parser bug, since callers check lengths first.
 export function u8(b: Uint8Array, off: number): number {
   const v = b[off];
-  if (v === undefined) throw new RangeError(`u8 read at ${off} past buffer of ${b.length}`);
+  if (v === undefined) outOfRange(b, off, 1);
   return v;
 }
-function view(b: Uint8Array): DataView {
-  return new DataView(b.buffer, b.byteOffset, b.byteLength);
-}
 export function u16le(b: Uint8Array, off: number): number {
-  return view(b).getUint16(off, true);
+  if (off < 0 || off + 2 > b.length) outOfRange(b, off, 2);
+  return b[off]! | (b[off + 1]! << 8);
 }
 export function u32le(b: Uint8Array, off: number): number {
-  return view(b).getUint32(off, true);
+  if (off < 0 || off + 4 > b.length) outOfRange(b, off, 4);
+  return (b[off]! | (b[off + 1]! << 8) | (b[off + 2]! << 16)) + b[off + 3]! * 0x1000000;
 }
 export function i32le(b: Uint8Array, off: number): number {
-  return view(b).getInt32(off, true);
+  if (off < 0 || off + 4 > b.length) outOfRange(b, off, 4);
+  return b[off]! | (b[off + 1]! << 8) | (b[off + 2]! << 16) | (b[off + 3]! << 24);
 }
 export function u64le(b: Uint8Array, off: number): bigint {
-  return view(b).getBigUint64(off, true);
+  return (BigInt(u32le(b, off + 4)) << 32n) | BigInt(u32le(b, off));
 }
 export function i64le(b: Uint8Array, off: number): bigint {
-  return view(b).getBigInt64(off, true);
+  return (BigInt(i32le(b, off + 4)) << 32n) | BigInt(u32le(b, off));
 }
 export function u16be(b: Uint8Array, off: number): number {
-  return view(b).getUint16(off, false);
+  if (off < 0 || off + 2 > b.length) outOfRange(b, off, 2);
+  return (b[off]! << 8) | b[off + 1]!;
 }
 export function u32be(b: Uint8Array, off: number): number {
-  return view(b).getUint32(off, false);
+  if (off < 0 || off + 4 > b.length) outOfRange(b, off, 4);
+  return b[off]! * 0x1000000 + ((b[off + 1]! << 16) | (b[off + 2]! << 8) | b[off + 3]!);
 }
 export function u64be(b: Uint8Array, off: number): bigint {
-  return view(b).getBigUint64(off, false);
+  return (BigInt(u32be(b, off)) << 32n) | BigInt(u32be(b, off + 4));
 }
 
 /** The one checked way from a 64-bit on-disk value to a JS number. */

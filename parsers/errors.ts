@@ -13,7 +13,21 @@
  */
 
 /** Which layer of the stack raised the error (DESIGN.md: image → volume → filesystem …). */
-export type Layer = 'file' | 'raw' | 'vmdk' | 'qcow2' | 'disk' | 'volume' | 'mbr' | 'gpt' | 'fs' | 'ext' | 'ntfs';
+export type Layer =
+  | 'file'
+  | 'raw'
+  | 'vmdk'
+  | 'qcow2'
+  | 'disk'
+  | 'volume'
+  | 'mbr'
+  | 'gpt'
+  | 'fs'
+  | 'ext'
+  | 'ntfs'
+  | 'codec'
+  | 'pack'
+  | 'target';
 
 /** Where an error happened: enough to find the bytes again. */
 export interface ErrorContext {

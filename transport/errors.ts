@@ -3,18 +3,14 @@
  * parsers' serializable error classes (parsers/errors.ts) so that the agent
  * handles one family of errors with stable codes: `CODEC_*`, `PACK_*`,
  * `TARGET_*`.
- *
- * parsers/errors.ts's `Layer` union does not yet name the transport layers;
- * this is the one place that widens it (until the shared union gains
- * 'codec' | 'pack' | 'target').
  */
 import { type Errors, errorsFor, type Layer, NotFoundError } from '../parsers/errors.js';
 
-export type TransportLayer = 'codec' | 'pack' | 'target';
+export type TransportLayer = Extract<Layer, 'codec' | 'pack' | 'target'>;
 
 /** Error factory bound to one object (pack name, target path) and a transport layer. */
 export function transportErrors(image: string, layer: TransportLayer): Errors {
-  return errorsFor({ image, layer: layer as unknown as Layer });
+  return errorsFor({ image, layer });
 }
 
 /** The code every target uses for "no object of that name". */

@@ -3,7 +3,7 @@
  * disk image. It knows its size once (images are opened on a point-in-time
  * view) and turns short reads into typed TruncatedError.
  */
-import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync, readSync, statSync } from 'node:fs';
 import { checkRange } from '../bytes.js';
 import { errorsFor, type Layer } from '../errors.js';
 
@@ -16,14 +16,31 @@ export class FileSource {
     private readonly layer: Layer = 'file',
   ) {
     const err = errorsFor({ image: path, layer });
+    // Only regular files: a FIFO or device named by a hostile descriptor or
+    // backing-file field must not block us or read the controller's devices.
+    let isFile: boolean;
     try {
-      this.fd = openSync(path, 'r');
+      isFile = statSync(path).isFile();
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code ?? 'EIO';
       if (code === 'ENOENT') throw err.notFound('FILE_NOT_FOUND', `cannot open: ${code}`);
       throw err.io('FILE_OPEN', `cannot open: ${code}`);
     }
-    this.size = fstatSync(this.fd).size;
+    if (!isFile) throw err.unsupported('FILE_NOT_REGULAR', 'not a regular file');
+    let fd: number;
+    try {
+      // O_NONBLOCK: should the path be swapped for a FIFO after the check, open does not hang
+      fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
+    } catch (e) {
+      throw err.io('FILE_OPEN', `cannot open: ${(e as NodeJS.ErrnoException).code ?? e}`);
+    }
+    const st = fstatSync(fd);
+    if (!st.isFile()) {
+      closeSync(fd);
+      throw err.unsupported('FILE_NOT_REGULAR', 'not a regular file');
+    }
+    this.fd = fd;
+    this.size = st.size;
   }
 
   /** Reads exactly `length` bytes at `offset` into a new Buffer; short input is a TruncatedError. */

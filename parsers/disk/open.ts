@@ -6,6 +6,7 @@
  * add it to FORMATS below (raw stays last: it accepts anything).
  */
 import { realpathSync } from 'node:fs';
+import { sep } from 'node:path';
 import { errorsFor } from '../errors.js';
 import { FileSource } from './file.js';
 import { qcow2Format } from './qcow2/index.js';
@@ -35,7 +36,18 @@ export function detectFormat(path: string): DiskFormat {
   return rawFormat;
 }
 
-function openAt(path: string, ctx: OpenContext): DiskImage {
+function formatByName(name: string, path: string): DiskFormat {
+  const fmt = FORMATS.find((f) => f.name === name);
+  if (!fmt) {
+    throw errorsFor({ image: path, layer: 'disk' }).unsupported(
+      'DISK_UNKNOWN_FORMAT',
+      `unknown format '${name}' (known: ${FORMATS.map((f) => f.name).join(', ')})`,
+    );
+  }
+  return fmt;
+}
+
+function openAt(path: string, ctx: OpenContext, format?: string): DiskImage {
   const err = errorsFor({ image: path, layer: 'disk' });
   let real: string;
   try {
@@ -50,11 +62,19 @@ function openAt(path: string, ctx: OpenContext): DiskImage {
   if (ctx.depth > ctx.options.maxChainDepth) {
     throw err.limit('CHAIN_TOO_DEEP', `chain deeper than ${ctx.options.maxChainDepth}`);
   }
-  const fmt = detectFormat(real);
+  const roots = ctx.options.parentRoots;
+  if (ctx.depth > 0 && roots && !roots.some((r) => real === r || real.startsWith(r.endsWith(sep) ? r : r + sep))) {
+    throw err.chain(
+      'CHAIN_PARENT_OUTSIDE_ROOTS',
+      `parent ${real} (named by ${ctx.visited.at(-1)}) lies outside the allowed folders ${roots.join(', ')}`,
+    );
+  }
+  const forced = ctx.depth === 0 ? ctx.options.format : format;
+  const fmt = forced !== undefined ? formatByName(forced, path) : detectFormat(real);
   const child: OpenContext = {
     ...ctx,
     visited: [...ctx.visited, real],
-    openParent: (p) => openAt(p, { ...child, depth: ctx.depth + 1 }),
+    openParent: (p, _child, f) => openAt(p, { ...child, depth: ctx.depth + 1 }, f),
   };
   return fmt.open(real, child);
 }
@@ -64,7 +84,11 @@ export function openDisk(path: string, options: OpenOptions = {}): DiskImage {
   const ctx: OpenContext = {
     depth: 0,
     visited: [],
-    options: { maxChainDepth: options.maxChainDepth ?? DEFAULT_MAX_CHAIN_DEPTH },
+    options: {
+      maxChainDepth: options.maxChainDepth ?? DEFAULT_MAX_CHAIN_DEPTH,
+      format: options.format,
+      parentRoots: options.parentRoots?.map((r) => realpathSync(r)),
+    },
     // openAt gives every child context its own openParent
     openParent: (p) => openAt(p, ctx),
   };

@@ -27,6 +27,26 @@ export interface DiskImage extends BlockDevice {
 export interface OpenOptions {
   /** Deepest snapshot/backing chain we follow before calling it a loop. */
   maxChainDepth?: number;
+  /**
+   * The format of the image at the top, when the VM's configuration says it
+   * ('vmdk', 'qcow2', 'raw'). It is then not guessed from content: a raw disk
+   * whose guest wrote a qcow2 or VMDK header at sector 0 stays raw (the
+   * lesson of CVE-2008-2004).
+   */
+  format?: string;
+  /**
+   * Folders that parents (snapshot parents, backing files) must lie in, after
+   * symlinks are resolved — e.g. the datastores. A parent named outside them
+   * is a ChainError, so an image cannot make us read the controller's own
+   * files. Unset: any parent is followed (the CLI on a single image).
+   */
+  parentRoots?: string[];
+}
+
+export interface ResolvedOpenOptions {
+  maxChainDepth: number;
+  format: string | undefined;
+  parentRoots: string[] | undefined;
 }
 
 export const DEFAULT_MAX_CHAIN_DEPTH = 256;
@@ -49,7 +69,11 @@ export interface OpenContext {
   depth: number;
   /** Real paths already open in this chain, child first. */
   visited: string[];
-  options: Required<OpenOptions>;
-  /** Opens a parent image by path through content detection. */
-  openParent(path: string, childPath: string): DiskImage;
+  options: ResolvedOpenOptions;
+  /**
+   * Opens a parent image by path: through content detection, or as `format`
+   * when the child names the parent's format and that format must not be
+   * guessed (a raw backing file).
+   */
+  openParent(path: string, childPath: string, format?: string): DiskImage;
 }

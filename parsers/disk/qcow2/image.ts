@@ -19,7 +19,6 @@ import { type ByteRange, checkRead } from '../../blockdevice.js';
 import { MiB, u64be } from '../../bytes.js';
 import { type Errors, errorsFor } from '../../errors.js';
 import { FileSource } from '../file.js';
-import { RawImage } from '../raw.js';
 import type { ChainLink, DiskImage, OpenContext } from '../types.js';
 import { BufferLru } from './cache.js';
 import { decompressCluster } from './decompress.js';
@@ -382,8 +381,8 @@ function openBacking(
       backingFile: full,
     });
   }
-  if (format === 'raw') return new RawImage(full);
-  const parent = ctx.openParent(full, path);
+  // a backing file declared raw is never probed: its guest's bytes stay data
+  const parent = ctx.openParent(full, path, format === 'raw' ? 'raw' : undefined);
   if (format !== undefined && parent.format !== format) {
     parent.close();
     throw err.chain('QCOW2_BACKING_FORMAT', `backing file ${full} is ${parent.format}, the header says ${format}`, {
