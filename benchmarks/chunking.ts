@@ -22,21 +22,10 @@ import { deflateRawSync, inflateRawSync } from 'node:zlib';
 import { type ChunkSizes, ContentChunker, DEFAULT_CHUNK_SIZES } from '../agent/chunk/fastcdc.js';
 import { decodeChunk, encodeChunk } from '../transport/codec.js';
 import { PackWriter } from '../transport/pack.js';
+import { prng } from '../transport/prng.js';
 
 const BLOCK = 1 << 20;
 const MB = 1e6;
-
-/** mulberry32, the same tiny PRNG the tests use. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 type Kind = 'text' | 'binary' | 'random' | 'zeros' | 'copy';
 

@@ -8,18 +8,10 @@
  * its seed and index.
  */
 import { isVdbakError } from '../../parsers/errors.js';
+import { prng } from '../../transport/prng.js';
 
-/** Small, fast, seedable PRNG (mulberry32). */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Small, fast, seedable PRNG (mulberry32), shared with production code. */
+export { prng };
 
 export interface Region {
   start: number;

@@ -17,6 +17,7 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { transportErrors } from '../errors.js';
+import { prng } from '../prng.js';
 import type { ObjectInfo, Target } from './types.js';
 
 export interface FaultOptions {
@@ -26,18 +27,6 @@ export interface FaultOptions {
   noSpace?: number;
   shortRead?: number;
   latencyMs?: number;
-}
-
-/** mulberry32: a tiny seedable PRNG, enough for fault schedules. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 export type FaultKind = 'putBefore' | 'putAfter' | 'noSpace' | 'shortRead';
