@@ -15,16 +15,12 @@ import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { closeSync, existsSync, ftruncateSync, mkdirSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { openDisk } from '../parsers/disk/open.js';
+import { CACHE, MiB, seconds } from './lib.js';
 
-const MiB = 1024 * 1024;
 const SIZE = 2048 * MiB;
 const CHUNK = 4 * MiB;
-const here = dirname(fileURLToPath(import.meta.url));
-const ROOT = existsSync(join(here, '..', 'package.json')) ? resolve(here, '..') : resolve(here, '..', '..');
-const CACHE = join(ROOT, '.cache', 'bench');
 const OUT_DIR = existsSync('/dev/shm') ? '/dev/shm' : tmpdir();
 
 function sh(cmd: string, args: string[]): void {
@@ -65,12 +61,6 @@ function prepare(): Record<string, string> {
     images[sub] = img;
   }
   return images;
-}
-
-function seconds(fn: () => void): number {
-  const t = process.hrtime.bigint();
-  fn();
-  return Number(process.hrtime.bigint() - t) / 1e9;
 }
 
 /** Our side of the copy: allocated ranges only, into a sparse raw file. */

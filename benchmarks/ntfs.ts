@@ -17,47 +17,14 @@
  *
  * Run: npm run build && node dist/benchmarks/ntfs.js [--runs N] [--content-mib M] [--files N]
  */
-import { spawnSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { RawImage } from '../parsers/disk/raw.js';
 import { ntfsDriver } from '../parsers/fs/ntfs/index.js';
+import { arg, bash, CACHE, cached, MiB, ourContent, seconds, treeBytes } from './lib.js';
 
-const MiB = 1024 * 1024;
-const here = dirname(fileURLToPath(import.meta.url));
-const ROOT = existsSync(join(here, '..', 'package.json')) ? resolve(here, '..') : resolve(here, '..', '..');
-const CACHE = join(ROOT, '.cache', 'bench');
-
-function arg(name: string, dflt: number): number {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? Number(process.argv[i + 1]) : dflt;
-}
 const RUNS = arg('runs', 5);
 const CONTENT_MIB = arg('content-mib', 2048);
 const FILES = arg('files', 100_000);
-
-function bash(script: string, ...args: string[]): string {
-  const r = spawnSync('bash', ['-c', script, 'bench', ...args], { encoding: 'utf8', maxBuffer: 64 * MiB });
-  if (r.status !== 0) throw new Error(`bash exited ${r.status}: ${r.stderr}`);
-  return r.stdout;
-}
-
-/** Runs `script OUT_IMAGE …` once and caches its image under `name`. */
-function cached(name: string, script: string, ...args: string[]): string {
-  mkdirSync(CACHE, { recursive: true });
-  const img = join(CACHE, name);
-  if (existsSync(img)) return img;
-  const work = join(CACHE, `${name}.work`);
-  rmSync(work, { recursive: true, force: true });
-  mkdirSync(work);
-  const t = process.hrtime.bigint();
-  bash(`set -euo pipefail; cd "${work}"; ${script}`, `${img}.tmp`, ...args);
-  renameSync(`${img}.tmp`, img);
-  process.stderr.write(`built ${name} in ${(Number(process.hrtime.bigint() - t) / 1e9).toFixed(1)} s\n`);
-  return img;
-}
 
 const MANY_FILES = `
 files=$2; dirs=$(( (files + 99) / 100 ))
@@ -96,16 +63,11 @@ umount mnt`;
 function bestOfPair(ours: () => void, peer: () => void): [number, number] {
   ours();
   peer();
-  const time = (fn: () => void): number => {
-    const t = process.hrtime.bigint();
-    fn();
-    return Number(process.hrtime.bigint() - t) / 1e9;
-  };
   let a = Number.POSITIVE_INFINITY;
   let b = Number.POSITIVE_INFINITY;
   for (let i = 0; i < RUNS; i++) {
-    a = Math.min(a, time(ours));
-    b = Math.min(b, time(peer));
+    a = Math.min(a, seconds(ours));
+    b = Math.min(b, seconds(peer));
   }
   return [a, b];
 }
@@ -116,30 +78,6 @@ function ourWalk(img: string): number {
   let n = 0;
   for (const _ of fs.walk()) n++;
   dev.close();
-  return n;
-}
-
-function ourContent(img: string): number {
-  const dev = new RawImage(img);
-  const fs = ntfsDriver.open(dev);
-  let bytes = 0;
-  for (const e of fs.walk()) {
-    if (e.type !== 'file') continue;
-    const h = createHash('sha256');
-    for (let off = 0; off < e.size; off += 4 * MiB) h.update(fs.read(e, off, Math.min(4 * MiB, e.size - off)));
-    h.digest();
-    bytes += e.size;
-  }
-  dev.close();
-  return bytes;
-}
-
-function treeBytes(dir: string): number {
-  let n = 0;
-  for (const name of readdirSync(dir, { recursive: true }) as string[]) {
-    const st = statSync(join(dir, name));
-    if (st.isFile()) n += st.size;
-  }
   return n;
 }
 
@@ -165,7 +103,7 @@ function main(): void {
   let read = 0;
   const [tRead, tSum] = bestOfPair(
     () => {
-      read = ourContent(content);
+      read = ourContent(ntfsDriver, content);
     },
     () => bash('cd "$1" && find . -type f -print0 | xargs -0 sha256sum >/dev/null', src),
   );
