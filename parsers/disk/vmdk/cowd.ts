@@ -16,6 +16,7 @@ import { assertLayout, checkCount, checkRange, u32le } from '../../bytes.js';
 import { type Errors, errorsFor } from '../../errors.js';
 import type { FileSource } from '../file.js';
 import type { ExtentReader, ExtentSpan } from './extent.js';
+import { GRAIN_ABSENT, type GrainGeometry, GrainTableCache, grainRun } from './grain-spans.js';
 
 export const COWD_MAGIC = 0x44574f43; // "COWD" read as a little-endian u32
 export const COWD_VERSION = 1;
@@ -125,7 +126,8 @@ class CowdExtent implements ExtentReader {
   private readonly gtCover: number;
   /** Byte offset of each needed grain table in the file, 0 = absent. */
   private readonly gd: Float64Array;
-  private readonly gtCache = new Map<number, Uint32Array>();
+  private readonly gtCache = new GrainTableCache(GT_CACHE_TABLES, (gdIndex) => this.loadTable(gdIndex));
+  private readonly geometry: GrainGeometry;
 
   constructor(
     private readonly file: FileSource,
@@ -181,76 +183,42 @@ class CowdExtent implements ExtentReader {
       }
       this.gd[i] = gtOffset;
     }
+    this.geometry = {
+      size,
+      grainBytes: this.grainBytes,
+      gtCover: this.gtCover,
+      gd: this.gd,
+      dataStep: h.grainSectors,
+      grain: (gdIndex, index) => this.grain(gdIndex, index),
+    };
   }
 
   span(offset: number, maxLength: number): ExtentSpan {
-    if (
-      !Number.isSafeInteger(offset) ||
-      offset < 0 ||
-      offset >= this.size ||
-      !Number.isSafeInteger(maxLength) ||
-      maxLength <= 0
-    ) {
-      throw this.err.corrupt(
-        'VMDK_SPAN_RANGE',
-        `span at ${offset} (+${maxLength}) outside the extent of ${this.size}`,
-        {
-          offset,
-        },
-      );
-    }
-    const end = Math.min(this.size, offset + maxLength);
-    let gdIndex = Math.floor(offset / this.gtCover);
-    if ((this.gd[gdIndex] ?? 0) === 0) {
-      // whole grain tables missing: one absent span over all of them
-      let stop = (gdIndex + 1) * this.gtCover;
-      while (stop < end && (this.gd[++gdIndex] ?? 0) === 0) stop += this.gtCover;
-      return { kind: 'absent', length: Math.min(stop, end) - offset };
-    }
-    const gt = this.table(gdIndex);
-    const gtStart = gdIndex * this.gtCover;
-    const gtEnd = Math.min(end, gtStart + this.gtCover);
-    let i = Math.floor((offset - gtStart) / this.grainBytes);
-    const first = gt[i] ?? 0;
-    let stop = gtStart + (i + 1) * this.grainBytes;
-    if (first === 0) {
-      while (stop < gtEnd && (gt[i + 1] ?? 0) === 0) {
-        i++;
-        stop += this.grainBytes;
-      }
-      return { kind: 'absent', length: Math.min(stop, gtEnd) - offset };
-    }
-    // grains stored one after another in the file make one data span
-    let last = first;
-    while (stop < gtEnd && (gt[i + 1] ?? 0) === last + this.header.grainSectors) {
-      i++;
-      last += this.header.grainSectors;
-      stop += this.grainBytes;
-    }
-    const length = Math.min(stop, gtEnd) - offset;
+    const run = grainRun(this.geometry, this.err, offset, maxLength);
+    if (run.kind !== 'data') return run;
+    const { length, first, last, gdIndex, index } = run;
     const fileOffset = first * SECTOR + (offset % this.grainBytes);
     if (fileOffset + length > this.file.size) {
       throw this.err.corrupt(
         'VMDK_COWD_GRAIN_PAST_EOF',
         `grain at sector ${last} (virtual offset ${offset}) lies past the end of the file (${this.file.size} bytes)`,
-        { offset: (this.gd[gdIndex] ?? 0) + i * 4, fileOffset, length },
+        { offset: (this.gd[gdIndex] ?? 0) + index * 4, fileOffset, length },
       );
     }
     return { kind: 'data', length, file: this.file, fileOffset };
   }
 
-  /** The grain table `gdIndex` (present in the GD), decoded and cached. */
-  private table(gdIndex: number): Uint32Array {
-    const cached = this.gtCache.get(gdIndex);
-    if (cached) return cached;
+  /** Entry `index` of grain table `gdIndex`: the grain's sector, 0 = absent. */
+  private grain(gdIndex: number, index: number): number {
+    const sector = this.gtCache.get(gdIndex)[index] ?? 0;
+    return sector === 0 ? GRAIN_ABSENT : sector;
+  }
+
+  /** Reads and decodes the grain table behind GD entry `gdIndex` (present). */
+  private loadTable(gdIndex: number): Uint32Array {
     const raw = this.file.read(this.gd[gdIndex] ?? 0, GT_BYTES, 'COWD grain table');
     const gt = new Uint32Array(COWD_GT_ENTRIES);
     for (let i = 0; i < COWD_GT_ENTRIES; i++) gt[i] = u32le(raw, i * 4);
-    if (this.gtCache.size >= GT_CACHE_TABLES) {
-      const oldest = this.gtCache.keys().next().value;
-      if (oldest !== undefined) this.gtCache.delete(oldest);
-    }
-    this.gtCache.set(gdIndex, gt);
     return gt;
   }
 

@@ -22,6 +22,7 @@ import { assertLayout, checkCount, checkRange, MAX_DISK_SIZE, u32le, u64le, u64l
 import { type Errors, errorsFor } from '../../errors.js';
 import type { FileSource } from '../file.js';
 import type { ExtentReader, ExtentSpan } from './extent.js';
+import { GRAIN_ABSENT, GRAIN_ZERO, type GrainGeometry, GrainTableCache, grainRun } from './grain-spans.js';
 
 export const SESPARSE_CONST_MAGIC = 0xcafebaben;
 export const SESPARSE_VOLATILE_MAGIC = 0xcafecafen;
@@ -207,9 +208,6 @@ export function openSeSparseExtent(file: FileSource, size: number): ExtentReader
   return new SeSparseExtent(file, size);
 }
 
-/** What one grain table entry says. */
-type Grain = { kind: 'absent' } | { kind: 'zero' } | { kind: 'data'; cluster: number };
-
 class SeSparseExtent implements ExtentReader {
   readonly type = 'SESPARSE';
   readonly path: string;
@@ -219,7 +217,8 @@ class SeSparseExtent implements ExtentReader {
   private readonly gd: Float64Array;
   private readonly gtCount: number;
   private readonly grainCount: number;
-  private readonly gtCache = new Map<number, Uint32Array>();
+  private readonly gtCache = new GrainTableCache(GT_CACHE_TABLES, (gdIndex) => this.loadTable(gdIndex));
+  private readonly geometry: GrainGeometry;
 
   constructor(
     private readonly file: FileSource,
@@ -318,67 +317,38 @@ class SeSparseExtent implements ExtentReader {
       );
       this.gd[i] = gtSector * SECTOR;
     }
+    this.geometry = {
+      size,
+      grainBytes: GRAIN_BYTES,
+      gtCover: GT_COVER,
+      gd: this.gd,
+      dataStep: 1,
+      grain: (gdIndex, index) => this.grain(gdIndex, index),
+    };
   }
 
   span(offset: number, maxLength: number): ExtentSpan {
-    if (
-      !Number.isSafeInteger(offset) ||
-      offset < 0 ||
-      offset >= this.size ||
-      !Number.isSafeInteger(maxLength) ||
-      maxLength <= 0
-    ) {
-      throw this.err.corrupt(
-        'VMDK_SPAN_RANGE',
-        `span at ${offset} (+${maxLength}) outside the extent of ${this.size}`,
-        {
-          offset,
-        },
-      );
-    }
-    const end = Math.min(this.size, offset + maxLength);
-    let gdIndex = Math.floor(offset / GT_COVER);
-    if ((this.gd[gdIndex] ?? 0) === 0) {
-      let stop = (gdIndex + 1) * GT_COVER;
-      while (stop < end && (this.gd[++gdIndex] ?? 0) === 0) stop += GT_COVER;
-      return { kind: 'absent', length: Math.min(stop, end) - offset };
-    }
-    const gtStart = gdIndex * GT_COVER;
-    const gtEnd = Math.min(end, gtStart + GT_COVER);
-    let i = Math.floor((offset - gtStart) / GRAIN_BYTES);
-    const first = this.grain(gdIndex, i);
-    let stop = gtStart + (i + 1) * GRAIN_BYTES;
-    if (first.kind !== 'data') {
-      while (stop < gtEnd && this.grain(gdIndex, i + 1).kind === first.kind) {
-        i++;
-        stop += GRAIN_BYTES;
-      }
-      return { kind: first.kind, length: Math.min(stop, gtEnd) - offset };
-    }
-    // clusters that follow each other in the grain region make one data span
-    let last = first.cluster;
-    while (stop < gtEnd) {
-      const next = this.grain(gdIndex, i + 1);
-      if (next.kind !== 'data' || next.cluster !== last + 1) break;
-      i++;
-      last++;
-      stop += GRAIN_BYTES;
-    }
-    const length = Math.min(stop, gtEnd) - offset;
-    const fileOffset = this.header.grainsOffset * SECTOR + first.cluster * GRAIN_BYTES + (offset % GRAIN_BYTES);
+    const run = grainRun(this.geometry, this.err, offset, maxLength);
+    if (run.kind !== 'data') return run;
+    // a data run: clusters first…last follow each other in the grain region
+    const { length, first, last, gdIndex, index } = run;
+    const fileOffset = this.header.grainsOffset * SECTOR + first * GRAIN_BYTES + (offset % GRAIN_BYTES);
     if (fileOffset + length > this.file.size) {
       throw this.err.corrupt(
         'VMDK_SESPARSE_GRAIN_PAST_EOF',
         `grain cluster ${last} (virtual offset ${offset}) lies past the end of the file (${this.file.size} bytes)`,
-        { offset: (this.gd[gdIndex] ?? 0) + i * 8, fileOffset, length },
+        { offset: (this.gd[gdIndex] ?? 0) + index * 8, fileOffset, length },
       );
     }
     return { kind: 'data', length, file: this.file, fileOffset };
   }
 
-  /** Decodes entry `index` of grain table `gdIndex` (qemu get_cluster_offset). */
-  private grain(gdIndex: number, index: number): Grain {
-    const gt = this.table(gdIndex);
+  /**
+   * Decodes entry `index` of grain table `gdIndex` (qemu get_cluster_offset):
+   * GRAIN_ABSENT, GRAIN_ZERO or the grain's cluster index in the grain region.
+   */
+  private grain(gdIndex: number, index: number): number {
+    const gt = this.gtCache.get(gdIndex);
     const lo = gt[index * 2] ?? 0;
     const hi = gt[index * 2 + 1] ?? 0;
     const entryAt = (this.gd[gdIndex] ?? 0) + index * 8;
@@ -389,10 +359,10 @@ class SeSparseExtent implements ExtentReader {
             offset: entryAt,
           });
         }
-        return { kind: 'absent' };
+        return GRAIN_ABSENT;
       case 1: // SCSI-unmapped: qemu reads zeros, not the parent
       case 2:
-        return { kind: 'zero' };
+        return GRAIN_ZERO;
       case 3: {
         // cluster = bits 48..59 | bits 0..47 << 12; check the high part before it can overflow
         const high = (hi & 0xffff) * 0x100000000 + lo;
@@ -404,7 +374,7 @@ class SeSparseExtent implements ExtentReader {
             { offset: entryAt },
           );
         }
-        return { kind: 'data', cluster };
+        return cluster;
       }
       default:
         throw this.err.corrupt('VMDK_SESPARSE_GT_ENTRY', `grain entry type ${hi >>> 28} is unknown`, {
@@ -413,18 +383,11 @@ class SeSparseExtent implements ExtentReader {
     }
   }
 
-  /** The grain table behind GD entry `gdIndex`, as little-endian u32 pairs (lo, hi), cached. */
-  private table(gdIndex: number): Uint32Array {
-    const cached = this.gtCache.get(gdIndex);
-    if (cached) return cached;
+  /** Reads the grain table behind GD entry `gdIndex`, as little-endian u32 pairs (lo, hi). */
+  private loadTable(gdIndex: number): Uint32Array {
     const raw = this.file.read(this.gd[gdIndex] ?? 0, GT_BYTES, 'SEsparse grain table');
     const gt = new Uint32Array(SESPARSE_GT_ENTRIES * 2);
     for (let i = 0; i < gt.length; i++) gt[i] = u32le(raw, i * 4);
-    if (this.gtCache.size >= GT_CACHE_TABLES) {
-      const oldest = this.gtCache.keys().next().value;
-      if (oldest !== undefined) this.gtCache.delete(oldest);
-    }
-    this.gtCache.set(gdIndex, gt);
     return gt;
   }
 
