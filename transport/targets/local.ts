@@ -13,7 +13,7 @@ import { type FileHandle, mkdir, open, readdir, readFile, rename, stat, unlink }
 import { basename, dirname, join, relative, sep } from 'node:path';
 import { isVdbakError } from '../../parsers/errors.js';
 import { isTargetNotFound, TARGET_NOT_FOUND, transportErrors } from '../errors.js';
-import { checkListPrefix, checkObjectName, type ObjectInfo, type Target } from './types.js';
+import { checkListPrefix, checkObjectName, existsByStat, type ObjectInfo, type Target } from './types.js';
 
 const TEMP_PREFIX = '.tmp-';
 /** errno codes of a directory fsync that some filesystems (CIFS, some FUSE) do not support. */
@@ -120,14 +120,8 @@ export class LocalTarget implements Target {
     }
   }
 
-  async exists(name: string): Promise<boolean> {
-    try {
-      await this.stat(name);
-      return true;
-    } catch (e) {
-      if (this.isNotFound(e)) return false;
-      throw e;
-    }
+  exists(name: string): Promise<boolean> {
+    return existsByStat(this, name);
   }
 
   async *list(prefix: string): AsyncIterable<string> {

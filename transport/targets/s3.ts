@@ -14,7 +14,7 @@
 import { createHash, createHmac } from 'node:crypto';
 import { isVdbakError } from '../../parsers/errors.js';
 import { isTargetNotFound, TARGET_NOT_FOUND, transportErrors } from '../errors.js';
-import { checkListPrefix, checkObjectName, type ObjectInfo, type Target } from './types.js';
+import { checkListPrefix, checkObjectName, existsByStat, type ObjectInfo, type Target } from './types.js';
 
 export interface S3Options {
   /** e.g. http://127.0.0.1:9000 or https://s3.eu-west-1.amazonaws.com */
@@ -144,14 +144,8 @@ export class S3Target implements Target {
     return { name, size };
   }
 
-  async exists(name: string): Promise<boolean> {
-    try {
-      await this.stat(name);
-      return true;
-    } catch (e) {
-      if (this.isNotFound(e)) return false;
-      throw e;
-    }
+  exists(name: string): Promise<boolean> {
+    return existsByStat(this, name);
   }
 
   async *list(prefix: string): AsyncIterable<string> {

@@ -65,3 +65,14 @@ export function checkListPrefix(prefix: string, location: string): void {
     });
   }
 }
+
+/** `exists` through `stat`: true when stat succeeds, false on the target's not-found error; other errors propagate. */
+export async function existsByStat(target: Target, name: string): Promise<boolean> {
+  try {
+    await target.stat(name);
+    return true;
+  } catch (e) {
+    if (target.isNotFound(e)) return false;
+    throw e;
+  }
+}
