@@ -7,27 +7,19 @@
  * builder cannot be wrong in the same way as the reader), then our reader must
  * give the same bytes and the same allocation.
  */
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { FileSource } from '../../parsers/disk/file.js';
-import { openDisk } from '../../parsers/disk/open.js';
 import { openCowdExtent } from '../../parsers/disk/vmdk/cowd.js';
 import { run, sha256 } from '../helpers/fixtures.js';
 import { buildCowd, type CowdSpec } from './builders/cowd.js';
 import { writeDelta, writeFlatBase } from './builders/descriptor.js';
-import { extentSpans, qemuDataRanges, qemuMapRuns, readExtent } from './builders/image.js';
+import { expectDeltaDiskLikeQemu, qemuRaw } from './builders/delta-checks.js';
+import { extentSpans, qemuMapRuns, readExtent } from './builders/image.js';
 
 const GT = 4096; // grains per grain table
-
-function qemuRaw(dir: string, descriptor: string): Buffer {
-  const out = join(dir, 'qemu-out.raw');
-  run('qemu-img', ['convert', '-O', 'raw', descriptor, out]);
-  const b = readFileSync(out);
-  rmSync(out);
-  return b;
-}
 
 function patternDisk(bytes: number): Buffer {
   const b = Buffer.alloc(bytes);
@@ -138,31 +130,16 @@ describe('COWD: built layouts checked against qemu-img', () => {
 
   for (const { name, spec } of layouts) {
     it(`${name}: openDisk of the delta over its flat base reads and maps as qemu-img`, () => {
-      const bytes = spec.capacitySectors * 512;
-      const parent = patternDisk(bytes);
-      writeFlatBase(dir, parent);
-      const d = writeDelta(
-        dir,
-        `${name}-disk`,
-        'vmfsSparse',
-        'VMFSSPARSE',
-        spec.capacitySectors,
-        buildCowd(spec).image,
+      const extent = buildCowd(spec).image;
+      const delta = {
+        createType: 'vmfsSparse',
+        extentType: 'VMFSSPARSE',
+        capacitySectors: spec.capacitySectors,
+        extent,
+      };
+      expectDeltaDiskLikeQemu(dir, name, delta, patternDisk(spec.capacitySectors * 512), (parent) =>
+        expected(spec, parent),
       );
-      for (const [desc, want] of [
-        [d.withParent, expected(spec, parent)],
-        [d.alone, expected(spec, null)],
-      ] as const) {
-        const disk = openDisk(desc);
-        try {
-          expect(disk.size).toBe(bytes);
-          expect(sha256(disk.read(0, bytes))).toBe(sha256(want));
-          expect(sha256(qemuRaw(dir, desc))).toBe(sha256(want));
-          expect(disk.allocated(0, bytes)).toEqual(qemuDataRanges(run('qemu-img', ['map', '--output=json', desc])));
-        } finally {
-          disk.close();
-        }
-      }
     });
   }
 });

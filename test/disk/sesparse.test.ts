@@ -14,23 +14,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { FileSource } from '../../parsers/disk/file.js';
-import { openDisk } from '../../parsers/disk/open.js';
 import { openSeSparseExtent } from '../../parsers/disk/vmdk/sesparse.js';
 import { fixture, run, sha256 } from '../helpers/fixtures.js';
 import { writeDelta, writeFlatBase } from './builders/descriptor.js';
-import { extentSpans, qemuDataRanges, qemuMapRuns, readExtent } from './builders/image.js';
+import { expectDeltaDiskLikeQemu, qemuRaw } from './builders/delta-checks.js';
+import { extentSpans, qemuMapRuns, readExtent } from './builders/image.js';
 import { buildSeSparse, type SeGrain, type SeSparseSpec } from './builders/sesparse.js';
 
 const GRAIN = 4096;
 const GT = 4096; // grains per table
-
-function qemuRaw(dir: string, descriptor: string): Buffer {
-  const out = join(dir, 'qemu-out.raw');
-  run('qemu-img', ['convert', '-O', 'raw', descriptor, out]);
-  const b = readFileSync(out);
-  rmSync(out);
-  return b;
-}
 
 /** A parent whose every sector says which one it is: absent grains show through. */
 function patternDisk(bytes: number): Buffer {
@@ -174,31 +166,11 @@ describe('SEsparse: built layouts checked against qemu-img', () => {
 
   for (const { name, spec } of layouts) {
     it(`${name}: openDisk of the delta over its flat base reads and maps as qemu-img`, () => {
-      const bytes = spec.capacitySectors * 512;
-      const parent = patternDisk(bytes);
-      writeFlatBase(dir, parent);
-      const d = writeDelta(
-        dir,
-        `${name}-disk`,
-        'seSparse',
-        'SESPARSE',
-        spec.capacitySectors,
-        buildSeSparse(spec).image,
+      const extent = buildSeSparse(spec).image;
+      const delta = { createType: 'seSparse', extentType: 'SESPARSE', capacitySectors: spec.capacitySectors, extent };
+      expectDeltaDiskLikeQemu(dir, name, delta, patternDisk(spec.capacitySectors * 512), (parent) =>
+        expected(spec, parent),
       );
-      for (const [desc, want] of [
-        [d.withParent, expected(spec, parent)],
-        [d.alone, expected(spec, null)],
-      ] as const) {
-        const disk = openDisk(desc);
-        try {
-          expect(disk.size).toBe(bytes);
-          expect(sha256(disk.read(0, bytes))).toBe(sha256(want));
-          expect(sha256(qemuRaw(dir, desc))).toBe(sha256(want));
-          expect(disk.allocated(0, bytes)).toEqual(qemuDataRanges(run('qemu-img', ['map', '--output=json', desc])));
-        } finally {
-          disk.close();
-        }
-      }
     });
   }
 });
