@@ -3,14 +3,11 @@
  * (and that qemu-img reads, see cowd.test.ts), must give the typed error that
  * names the file, the layer 'vmdk' and the offset of the field at fault.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { FileSource } from '../../parsers/disk/file.js';
 import { openCowdExtent } from '../../parsers/disk/vmdk/cowd.js';
-import type { ErrorKind } from '../../parsers/errors.js';
 import { buildCowd } from './builders/cowd.js';
+import { itRejectsPatches, type PatchCase, patchedCopies } from './builders/delta-checks.js';
 import { expectVmdkError } from './builders/errors.js';
 import { imageBytes } from './builders/image.js';
 
@@ -34,16 +31,7 @@ const u32 = (off: number, v: number) => (b: Buffer) => {
 };
 
 describe('COWD: bad input gives typed errors', () => {
-  const dir = mkdtempSync(join(tmpdir(), 'vdbak-cowd-bad-'));
-  afterAll(() => rmSync(dir, { recursive: true, force: true }));
-  let n = 0;
-  /** Writes a patched copy and returns its path. */
-  const variant = (patch: (b: Buffer) => Buffer | undefined): string => {
-    const b = Buffer.from(good);
-    const path = join(dir, `bad-${n++}.vmdk`);
-    writeFileSync(path, patch(b) ?? b);
-    return path;
-  };
+  const variant = patchedCopies('vdbak-cowd-bad-', good);
   const open = (path: string, size = SIZE) => openCowdExtent(new FileSource(path, 'vmdk'), size);
 
   it('the unpatched file opens and reads (control)', () => {
@@ -52,7 +40,7 @@ describe('COWD: bad input gives typed errors', () => {
     e.close();
   });
 
-  const headerCases: [string, (b: Buffer) => Buffer | undefined, string, number, ErrorKind][] = [
+  const headerCases: PatchCase[] = [
     ['wrong magic', (b) => b.fill('KDMV', 0, 4), 'VMDK_COWD_BAD_MAGIC', 0, 'CorruptError'],
     ['version 2', u32(4, 2), 'VMDK_COWD_VERSION', 4, 'UnsupportedError'],
     ['grain size 0', u32(16, 0), 'VMDK_COWD_GRAIN_SIZE', 16, 'CorruptError'],
@@ -73,12 +61,7 @@ describe('COWD: bad input gives typed errors', () => {
       'CorruptError',
     ],
   ];
-  for (const [what, patch, code, offset, kind] of headerCases) {
-    it(`${what}: ${code} at ${offset}`, () => {
-      const path = variant(patch);
-      expectVmdkError(() => open(path), { image: path, code, offset, kind });
-    });
-  }
+  itRejectsPatches(headerCases, variant, open);
 
   it('a grain past the end of the file fails when that grain is mapped, naming its table entry', () => {
     const path = variant(u32(GT2 + 5 * 4, 0xffffff00));

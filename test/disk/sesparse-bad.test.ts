@@ -5,13 +5,10 @@
  * fault. The header checks are qemu's (check_se_sparse_const_header,
  * check_se_sparse_volatile_header, get_cluster_offset) plus our region checks.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { FileSource } from '../../parsers/disk/file.js';
 import { openSeSparseExtent } from '../../parsers/disk/vmdk/sesparse.js';
-import type { ErrorKind } from '../../parsers/errors.js';
+import { itRejectsPatches, type PatchCase, patchedCopies } from './builders/delta-checks.js';
 import { expectVmdkError } from './builders/errors.js';
 import { imageBytes } from './builders/image.js';
 import { buildSeSparse, seAllocatedEntry } from './builders/sesparse.js';
@@ -37,15 +34,7 @@ const u64 = (off: number, v: bigint) => (b: Buffer) => {
 };
 
 describe('SEsparse: bad input gives typed errors', () => {
-  const dir = mkdtempSync(join(tmpdir(), 'vdbak-sesparse-bad-'));
-  afterAll(() => rmSync(dir, { recursive: true, force: true }));
-  let n = 0;
-  const variant = (patch: (b: Buffer) => Buffer | undefined): string => {
-    const b = Buffer.from(good);
-    const path = join(dir, `bad-${n++}.vmdk`);
-    writeFileSync(path, patch(b) ?? b);
-    return path;
-  };
+  const variant = patchedCopies('vdbak-sesparse-bad-', good);
   const open = (path: string, size = SIZE) => openSeSparseExtent(new FileSource(path, 'vmdk'), size);
 
   it('the unpatched file opens and reads (control)', () => {
@@ -55,7 +44,7 @@ describe('SEsparse: bad input gives typed errors', () => {
     e.close();
   });
 
-  const cases: [string, (b: Buffer) => Buffer | undefined, string, number, ErrorKind][] = [
+  const cases: PatchCase[] = [
     ['wrong magic', u64(0, 0xcafecafen), 'VMDK_SESPARSE_BAD_MAGIC', 0, 'CorruptError'],
     ['unknown version', u64(8, 0x200000002n), 'VMDK_SESPARSE_VERSION', 8, 'UnsupportedError'],
     ['grain size 16 sectors', u64(24, 16n), 'VMDK_SESPARSE_GRAIN_SIZE', 24, 'UnsupportedError'],
@@ -105,12 +94,7 @@ describe('SEsparse: bad input gives typed errors', () => {
       'CorruptError',
     ],
   ];
-  for (const [what, patch, code, offset, kind] of cases) {
-    it(`${what}: ${code} at ${offset}`, () => {
-      const path = variant(patch);
-      expectVmdkError(() => open(path), { image: path, code, offset, kind });
-    });
-  }
+  itRejectsPatches(cases, variant, open);
 
   const entryCases: [string, bigint, string][] = [
     ['unknown entry type 4', 0x4000000000000000n, 'VMDK_SESPARSE_GT_ENTRY'],

@@ -1,17 +1,21 @@
 /**
  * Checks shared by the tests of the snapshot-delta extents (COWD, SEsparse):
  * qemu-img convert as the content oracle, openDisk of a built delta over a
- * flat base (and alone) against qemu-img, and a fuzz campaign over a built
- * delta whose accepted mutants are compared with qemu-img.
+ * flat base (and alone) against qemu-img, patched copies of a good delta that
+ * must give typed errors, and a fuzz campaign over a built delta whose
+ * accepted mutants are compared with qemu-img.
  */
-import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { expect } from 'vitest';
-import type { ExtentReader } from '../../../parsers/disk/vmdk/extent.js';
+import { afterAll, expect, it } from 'vitest';
 import { openDisk } from '../../../parsers/disk/open.js';
+import type { ExtentReader } from '../../../parsers/disk/vmdk/extent.js';
+import type { ErrorKind } from '../../../parsers/errors.js';
 import { run, sha256 } from '../../helpers/fixtures.js';
 import { expectTypedOrOk, mutate, newTally, type Region } from '../../helpers/fuzz.js';
 import { writeDelta, writeFlatBase } from './descriptor.js';
+import { expectVmdkError } from './errors.js';
 import { walkExtent } from './fuzz-read.js';
 import { type ImageFile, qemuDataRanges, readExtent } from './image.js';
 
@@ -52,6 +56,41 @@ export function expectDeltaDiskLikeQemu(
     } finally {
       disk.close();
     }
+  }
+}
+
+/** Changes a copy of a good file in place, or returns a new (e.g. cut) buffer. */
+export type Patch = (b: Buffer) => Buffer | undefined;
+/** A defect: its name, the patch, and the error code, field offset and kind it must give. */
+export type PatchCase = [what: string, patch: Patch, code: string, offset: number, kind: ErrorKind];
+
+/**
+ * A temporary folder (removed after the tests; call inside a describe) and a
+ * writer of patched copies of `good` into it, each returning its path.
+ */
+export function patchedCopies(prefix: string, good: Uint8Array): (patch: Patch) => string {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  let n = 0;
+  return (patch) => {
+    const b = Buffer.from(good);
+    const path = join(dir, `bad-${n++}.vmdk`);
+    writeFileSync(path, patch(b) ?? b);
+    return path;
+  };
+}
+
+/** One test per case: opening the patched copy throws that typed error at that offset. */
+export function itRejectsPatches(
+  cases: PatchCase[],
+  variant: (patch: Patch) => string,
+  open: (path: string) => unknown,
+): void {
+  for (const [what, patch, code, offset, kind] of cases) {
+    it(`${what}: ${code} at ${offset}`, () => {
+      const path = variant(patch);
+      expectVmdkError(() => open(path), { image: path, code, offset, kind });
+    });
   }
 }
 
