@@ -2,30 +2,17 @@
  * Shared helpers of the VMDK tests: hashing a whole device, and turning
  * `qemu-img map --output=json` (the oracle) into merged data ranges.
  */
-import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { type BlockDevice, type ByteRange, mergeRanges } from '../../parsers/blockdevice.js';
+import type { BlockDevice } from '../../parsers/blockdevice.js';
+import { hashDevice, qemuMapData } from './device-helpers.js';
 
 /** SHA-256 of a device read front to back in `chunk`-byte reads. */
 export function deviceSha256(dev: BlockDevice, chunk = 8 * 1024 * 1024): string {
-  const h = createHash('sha256');
-  for (let off = 0; off < dev.size; off += chunk) h.update(dev.read(off, Math.min(chunk, dev.size - off)));
-  return h.digest('hex');
-}
-
-interface MapEntry {
-  start: number;
-  length: number;
-  data: boolean;
+  return hashDevice(dev, chunk);
 }
 
 /** Merged `data: true` ranges of a `qemu-img map --output=json` file, and the size it covers. */
-export function qemuDataRanges(mapJson: string): { ranges: ByteRange[]; size: number } {
-  const entries = JSON.parse(readFileSync(mapJson, 'utf8')) as MapEntry[];
-  const size = entries.reduce((end, e) => Math.max(end, e.start + e.length), 0);
-  const ranges = mergeRanges(entries.filter((e) => e.data).map((e) => ({ offset: e.start, length: e.length })));
-  return { ranges, size };
-}
+export const qemuDataRanges = qemuMapData;
 
 /** The digests staged with the corpus (container_raw_sha256.txt), by corpus-relative path. */
 export function corpusDigests(file: string): Map<string, { size: number; sha256: string }> {
