@@ -19,7 +19,7 @@
 import { join } from 'node:path';
 import { RawImage } from '../parsers/disk/raw.js';
 import { extDriver } from '../parsers/fs/ext/index.js';
-import { arg, bash, CACHE, cached, MiB, ourContent, seconds, treeBytes } from './lib.js';
+import { arg, bash, CACHE, CONTENT_TREE, cached, MiB, ourContent, seconds, treeBytes } from './lib.js';
 
 const RUNS = arg('runs', 3);
 const CONTENT_MIB = arg('content-mib', 2048);
@@ -34,17 +34,7 @@ for ((d = 0; d < dirs; d++)); do
 done
 mkfs.ext4 -q -F -b 4096 -N $(( files + dirs + 1000 )) -L bench -d src "$1" $(( 256 + files / 128 ))M`;
 
-const CONTENT = `
-mib=$2; src=$3
-rm -rf "$src" && mkdir -p "$src"
-left=$mib; i=0
-while (( left > 0 )); do
-  size=$(( (i % 4 == 0 ? 256 : i % 4 == 1 ? 64 : i % 4 == 2 ? 16 : 1) ))
-  (( size > left )) && size=$left
-  mkdir -p "$src/d$(( i % 8 ))"
-  head -c $(( size * 1048576 )) /dev/urandom >"$src/d$(( i % 8 ))/f$i.bin"
-  left=$(( left - size )); i=$(( i + 1 ))
-done
+const CONTENT = `${CONTENT_TREE}
 mkfs.ext4 -q -F -b 4096 -L content -d "$src" "$1" $(( mib + mib / 8 + 64 ))M`;
 
 function best(fn: () => void): number {

@@ -48,6 +48,24 @@ export function cached(name: string, script: string, ...args: string[]): string 
   return img;
 }
 
+/**
+ * Bash that fills the folder $3 with $2 MiB of random data in files of 1, 16,
+ * 64 and 256 MiB spread over 8 folders: the source tree of the content
+ * benchmarks, before each copies it into its filesystem image.
+ */
+export const CONTENT_TREE = `
+mib=$2; src=$3
+rm -rf "$src" && mkdir -p "$src"
+left=$mib; i=0
+while (( left > 0 )); do
+  size=$(( (i % 4 == 0 ? 256 : i % 4 == 1 ? 64 : i % 4 == 2 ? 16 : 1) ))
+  (( size > left )) && size=$left
+  mkdir -p "$src/d$(( i % 8 ))"
+  head -c $(( size * 1048576 )) /dev/urandom >"$src/d$(( i % 8 ))/f$i.bin"
+  left=$(( left - size )); i=$(( i + 1 ))
+done
+`;
+
 /** Wall-clock seconds one call of `fn` takes. */
 export function seconds(fn: () => void): number {
   const t = process.hrtime.bigint();

@@ -20,7 +20,7 @@
 import { join } from 'node:path';
 import { RawImage } from '../parsers/disk/raw.js';
 import { ntfsDriver } from '../parsers/fs/ntfs/index.js';
-import { arg, bash, CACHE, cached, MiB, ourContent, seconds, treeBytes } from './lib.js';
+import { arg, bash, CACHE, CONTENT_TREE, cached, MiB, ourContent, seconds, treeBytes } from './lib.js';
 
 const RUNS = arg('runs', 5);
 const CONTENT_MIB = arg('content-mib', 2048);
@@ -38,17 +38,7 @@ for ((d = 0; d < dirs; d++)); do
 done
 umount mnt`;
 
-const CONTENT = `
-mib=$2; src=$3
-rm -rf "$src" && mkdir -p "$src"
-left=$mib; i=0
-while (( left > 0 )); do
-  size=$(( (i % 4 == 0 ? 256 : i % 4 == 1 ? 64 : i % 4 == 2 ? 16 : 1) ))
-  (( size > left )) && size=$left
-  mkdir -p "$src/d$(( i % 8 ))"
-  head -c $(( size * 1048576 )) /dev/urandom >"$src/d$(( i % 8 ))/f$i.bin"
-  left=$(( left - size )); i=$(( i + 1 ))
-done
+const CONTENT = `${CONTENT_TREE}
 truncate -s $(( mib + mib / 8 + 64 ))M "$1"
 mkntfs -q -F -Q -c 4096 -L content "$1" >/dev/null 2>&1
 mkdir -p mnt && ntfs-3g -o big_writes "$1" mnt
