@@ -18,6 +18,7 @@ import { FaultyTarget } from '../../transport/targets/faulty.js';
 import { LocalTarget } from '../../transport/targets/local.js';
 import { ROOT } from '../helpers/fixtures.js';
 import { type FuzzTally, mutate, newTally, prng } from '../helpers/fuzz.js';
+import { expectTypedError } from './target-suite.js';
 
 const SMALL: ChunkSizes = { minSize: 1024, avgSize: 4096, maxSize: 16384 };
 const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
@@ -64,16 +65,6 @@ function writePacks(chunks: EncodedChunk[], targetSize: number): FinishedPack[] 
   for (const ch of chunks) if (w.add(ch)) packs.push(w.finish());
   if (w.count > 0) packs.push(w.finish());
   return packs;
-}
-
-async function expectCode(p: Promise<unknown>, code: string): Promise<void> {
-  try {
-    await p;
-  } catch (e) {
-    expect(isVdbakError(e) ? e.code : `untyped ${String(e)}`).toBe(code);
-    return;
-  }
-  throw new Error(`expected ${code}, got success`);
 }
 
 const data = mixedData(3 << 20, 1);
@@ -152,9 +143,9 @@ describe('pack writer and reader', () => {
     await faulty.put(name, p.bytes);
     const reader = await PackReader.fromTarget(faulty, name);
     faulty.enabled = true;
-    await expectCode(PackReader.fromTarget(faulty, name), 'PACK_SHORT_READ');
-    await expectCode(reader.readChunk(reader.entries[0]!), 'PACK_SHORT_READ');
-    await expectCode(reader.readChunk({ ...reader.entries[0]!, storedLength: 1 << 30 }), 'PACK_ENTRY_RANGE');
+    await expectTypedError(PackReader.fromTarget(faulty, name), 'PACK_SHORT_READ');
+    await expectTypedError(reader.readChunk(reader.entries[0]!), 'PACK_SHORT_READ');
+    await expectTypedError(reader.readChunk({ ...reader.entries[0]!, storedLength: 1 << 30 }), 'PACK_ENTRY_RANGE');
     rmSync(dir, { recursive: true });
   });
 
@@ -168,19 +159,22 @@ describe('pack writer and reader', () => {
       return b;
     };
     const end = p.bytes.length;
-    await expectCode(PackReader.fromBytes(p.bytes.subarray(0, 10), 'x'), 'PACK_TOO_SHORT');
-    await expectCode(PackReader.fromBytes(p.bytes.subarray(1), 'x'), 'PACK_SIZE_MISMATCH');
-    await expectCode(PackReader.fromBytes(damaged(end - 64, 0x41), 'x'), 'PACK_BAD_MAGIC');
-    await expectCode(PackReader.fromBytes(damaged(end - 56, 2), 'x'), 'PACK_VERSION');
-    await expectCode(PackReader.fromBytes(damaged(end - 52, 0xff), 'x'), 'PACK_INDEX_LENGTH');
-    await expectCode(PackReader.fromBytes(damaged(indexAt + 3, p.bytes[indexAt + 3]! ^ 1), 'x'), 'PACK_INDEX_CHECKSUM');
+    await expectTypedError(PackReader.fromBytes(p.bytes.subarray(0, 10), 'x'), 'PACK_TOO_SHORT');
+    await expectTypedError(PackReader.fromBytes(p.bytes.subarray(1), 'x'), 'PACK_SIZE_MISMATCH');
+    await expectTypedError(PackReader.fromBytes(damaged(end - 64, 0x41), 'x'), 'PACK_BAD_MAGIC');
+    await expectTypedError(PackReader.fromBytes(damaged(end - 56, 2), 'x'), 'PACK_VERSION');
+    await expectTypedError(PackReader.fromBytes(damaged(end - 52, 0xff), 'x'), 'PACK_INDEX_LENGTH');
+    await expectTypedError(
+      PackReader.fromBytes(damaged(indexAt + 3, p.bytes[indexAt + 3]! ^ 1), 'x'),
+      'PACK_INDEX_CHECKSUM',
+    );
     // a flipped byte in a raw chunk's data: decodes, but its SHA-256 no longer matches
     const rawEntry = p.entries.find((e) => e.codec === CODEC_RAW)!;
     const r = await PackReader.fromBytes(damaged(rawEntry.offset + 10, p.bytes[rawEntry.offset + 10]! ^ 0x80), 'x');
-    await expectCode(r.readChunk(rawEntry), 'PACK_CHUNK_HASH');
+    await expectTypedError(r.readChunk(rawEntry), 'PACK_CHUNK_HASH');
     const zEntry = p.entries.find((e) => e.codec === CODEC_ZSTD)!;
     const rz = await PackReader.fromBytes(damaged(zEntry.offset, CODEC_RAW), 'x');
-    await expectCode(rz.readChunk(zEntry), 'PACK_CODEC_MISMATCH');
+    await expectTypedError(rz.readChunk(zEntry), 'PACK_CODEC_MISMATCH');
   });
 
   it('enforces the writer rules and finishes into plain data', () => {
