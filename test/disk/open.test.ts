@@ -13,39 +13,21 @@ import { ChainError, NotFoundError, UnsupportedError } from '../../parsers/error
 import { run } from '../helpers/fixtures.js';
 
 let dir: string;
+
+/** A 1 MiB qcow2 naming `backing` as its raw backing file, made without checking that it exists (-u). */
+function qcow2Over(backing: string, out: string): void {
+  run('qemu-img', ['create', '-q', '-f', 'qcow2', '-u', '-b', backing, '-F', 'raw', out, '1M']);
+}
+
 beforeAll(() => {
   dir = mkdtempSync(join(tmpdir(), 'vdbak-open-'));
   mkdirSync(join(dir, 'store'));
   mkdirSync(join(dir, 'elsewhere'));
   writeFileSync(join(dir, 'elsewhere', 'secret.raw'), Buffer.alloc(1 << 20, 0x41));
   // a qcow2 whose backing file lies outside the store (as a guest could forge in a raw disk)
-  run('qemu-img', [
-    'create',
-    '-q',
-    '-f',
-    'qcow2',
-    '-u',
-    '-b',
-    join(dir, 'elsewhere', 'secret.raw'),
-    '-F',
-    'raw',
-    join(dir, 'store', 'forged.img'),
-    '1M',
-  ]);
+  qcow2Over(join(dir, 'elsewhere', 'secret.raw'), join(dir, 'store', 'forged.img'));
   execFileSync('mkfifo', [join(dir, 'store', 'fifo')]);
-  run('qemu-img', [
-    'create',
-    '-q',
-    '-f',
-    'qcow2',
-    '-u',
-    '-b',
-    'fifo',
-    '-F',
-    'raw',
-    join(dir, 'store', 'fifo-child.qcow2'),
-    '1M',
-  ]);
+  qcow2Over('fifo', join(dir, 'store', 'fifo-child.qcow2'));
 });
 
 describe('openDisk', () => {

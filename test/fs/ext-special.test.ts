@@ -10,9 +10,10 @@ import { copyFileSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, test } from 'vitest';
+import { catchTyped } from '../helpers/fuzz.js';
 import { MemoryDevice } from '../../parsers/blockdevice.js';
 import { openDisk } from '../../parsers/disk/open.js';
-import { CorruptError, isVdbakError, type VdbakError } from '../../parsers/errors.js';
+import { CorruptError, isVdbakError } from '../../parsers/errors.js';
 import { ExtFileSystem } from '../../parsers/fs/ext/fs.js';
 import { extDriver } from '../../parsers/fs/ext/index.js';
 import { decodeName, encodeName } from '../../parsers/fs/ext/names.js';
@@ -99,16 +100,6 @@ function openBytes(b: Uint8Array, name = 'broken.img'): ExtFileSystem {
 
 function codes(fs: ExtFileSystem): string[] {
   return fs.problems.map((p) => p.error.code);
-}
-
-function catchTyped(fn: () => unknown): VdbakError {
-  try {
-    fn();
-  } catch (e) {
-    if (isVdbakError(e)) return e;
-    throw e;
-  }
-  throw new Error('expected a typed error');
 }
 
 describe('bad input (small-ext4: 1 KiB blocks, 4 groups, metadata_csum)', () => {

@@ -7,7 +7,7 @@
  * Mutations are deterministic (seeded), so a failing case can be replayed by
  * its seed and index.
  */
-import { isVdbakError } from '../../parsers/errors.js';
+import { isVdbakError, type VdbakError } from '../../parsers/errors.js';
 import { prng } from '../../transport/prng.js';
 
 /** Small, fast, seedable PRNG (mulberry32), shared with production code. */
@@ -87,4 +87,15 @@ export function expectTypedOrOk(tally: FuzzTally, index: number, fn: () => void)
 
 export function newTally(): FuzzTally {
   return { ok: 0, typed: 0, codes: new Map() };
+}
+
+/** Runs `fn`, which must throw one of our typed errors, and returns that error for inspection. */
+export function catchTyped(fn: () => unknown): VdbakError {
+  try {
+    fn();
+  } catch (e) {
+    if (isVdbakError(e)) return e;
+    throw e;
+  }
+  throw new Error('expected a typed error, but the call succeeded');
 }

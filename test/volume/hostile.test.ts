@@ -11,8 +11,8 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
+import { catchTyped } from '../helpers/fuzz.js';
 import { MemoryDevice } from '../../parsers/blockdevice.js';
-import { isVdbakError, type VdbakError } from '../../parsers/errors.js';
 import { readVolumeMap } from '../../parsers/volume/index.js';
 import { MAX_EBR_CHAIN } from '../../parsers/volume/mbr.js';
 import type { VolumeMap } from '../../parsers/volume/types.js';
@@ -45,16 +45,6 @@ function map(disk: Buffer): VolumeMap {
   const m = readVolumeMap(new MemoryDevice(disk, 'hostile'));
   expectVolumesWithin(m, disk.length);
   return m;
-}
-
-function typedError(fn: () => unknown): VdbakError {
-  try {
-    fn();
-  } catch (e) {
-    if (isVdbakError(e)) return e;
-    throw e;
-  }
-  throw new Error('expected a typed error');
 }
 
 describe('MBR and EBR chains', () => {
@@ -246,7 +236,7 @@ describe('GPT headers and entry arrays', () => {
     const disk = Buffer.from(base);
     editHeader(disk, 1, edit, reseal ?? true);
     editHeader(disk, LAST, edit, reseal ?? true);
-    const e = typedError(() => readVolumeMap(new MemoryDevice(disk, 'both-bad')));
+    const e = catchTyped(() => readVolumeMap(new MemoryDevice(disk, 'both-bad')));
     expect([e.kind, e.layer, e.code, e.details.codes]).toEqual([
       'CorruptError',
       'gpt',
