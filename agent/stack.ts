@@ -20,7 +20,6 @@ export interface OpenVolume {
   /** The filesystem driver's name when one recognised the volume. */
   fsType?: string;
   fs?: FileSystem;
-  fsInfo?: FsInfo;
   /** Why the filesystem could not be opened. */
   fsError?: SerializedError;
 }
@@ -52,8 +51,9 @@ export function openStack(path: string): DiskStack {
       if (driver) {
         ov.fsType = driver.type;
         try {
+          // info() is not asked here: on NTFS it needs a pass over the whole MFT,
+          // which ls and cat of one file must not pay (see volumeInfo)
           ov.fs = driver.open(device);
-          ov.fsInfo = ov.fs.info();
         } catch (e) {
           ov.fsError = serialize(e, device.name);
         }
@@ -72,6 +72,16 @@ export function openStack(path: string): DiskStack {
   } catch (e) {
     disk.close();
     throw e;
+  }
+}
+
+/** A volume's filesystem summary, or the typed error that stopped it (inspect's view). */
+export function volumeInfo(v: OpenVolume): { info?: FsInfo; error?: SerializedError } {
+  if (!v.fs) return v.fsError ? { error: v.fsError } : {};
+  try {
+    return { info: v.fs.info() };
+  } catch (e) {
+    return { error: serialize(e, v.device.name) };
   }
 }
 

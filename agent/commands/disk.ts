@@ -2,10 +2,11 @@
  * Commands that work on a disk image directly, no backup needed:
  * inspect, dump, ls, cat.
  */
+import type { BlockDevice } from '../../parsers/blockdevice.js';
 import { errorsFor } from '../../parsers/errors.js';
 import type { FileSystem, FsEntry } from '../../parsers/fs/types.js';
 import { entryJson, humanBytes, isoNs, modeString } from '../format.js';
-import { allocatedBytes, type DiskStack, openStack, pickVolume } from '../stack.js';
+import { allocatedBytes, type DiskStack, openStack, pickVolume, volumeInfo } from '../stack.js';
 import { writeOut } from '../stdout.js';
 
 /** Bytes per read when streaming (dump, cat). */
@@ -28,12 +29,10 @@ export function describeStack(s: DiskStack) {
     sectorSize: s.map.sectorSize,
     diskId: s.map.diskId ?? null,
     warnings: s.map.warnings,
-    volumes: s.volumes.map((v) => ({
-      ...v.volume,
-      filesystem: v.fsType ?? null,
-      fsInfo: v.fsInfo ?? null,
-      fsError: v.fsError ?? null,
-    })),
+    volumes: s.volumes.map((v) => {
+      const { info, error } = volumeInfo(v);
+      return { ...v.volume, filesystem: v.fsType ?? null, fsInfo: info ?? null, fsError: error ?? null };
+    }),
   };
 }
 
@@ -86,7 +85,7 @@ export async function cmdInspect(path: string, o: { json: boolean }): Promise<nu
 
 export async function cmdDump(path: string, o: { volume: number | undefined }): Promise<number> {
   return withStack(path, async (s) => {
-    let dev = s.disk as import('../../parsers/blockdevice.js').BlockDevice;
+    let dev: BlockDevice = s.disk;
     if (o.volume !== undefined) {
       const v = s.volumes.find((x) => x.volume.index === o.volume);
       if (!v) throw errorsFor({ image: path, layer: 'volume' }).notFound('VOLUME_NOT_FOUND', `no volume ${o.volume}`);
