@@ -1,35 +1,48 @@
 /**
- * The vdbak command line.
- *
- *   vdbak inspect <disk> [--json]                 what is inside a disk image
- *   vdbak dump <disk> [--volume N]                the virtual device's (or one volume's) bytes to stdout
- *   vdbak ls <disk> [path] [-l] [-R] [--json] [--volume N]
- *   vdbak cat <disk> <path>[:stream] [--volume N]
+ * The vdbak command line. Each command's module is loaded only when it runs,
+ * so that a single-file restore does not pay for loading every disk parser.
  */
+import { existsSync, statSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { isVdbakError } from '../parsers/errors.js';
-import { cmdCat, cmdDump, cmdInspect, cmdLs } from './commands/disk.js';
+import { UsageError } from './commands/usage.js';
 import { VERSION } from './version.js';
 
 const USAGE = `vdbak ${VERSION} — agentless VM backup
 
-Usage:
+Repository (--repo DIR on every command, else $VDBAK_REPO, else /var/lib/vdbak):
+  vdbak init [--target PATH] [--chunk-min N --chunk-avg N --chunk-max N] [--pack-size N]
+      create a repository: a SQLite catalog and a backup target (default DIR/target)
+  vdbak backup <vm folder | .vmx | disk image>... [--json] [--name NAME] [--threads N]
+      back up every disk, volume and file of each VM (incremental: unchanged files are not read)
+  vdbak backups [vm] [--json] [--all]
+      list backups (--all: also running and failed ones)
+
+Browse and restore (a backup is an id, a VM name for its latest backup, or VM~N):
+  vdbak ls <backup> [/<volume>/path] [-l] [-R] [--json]
+  vdbak cat <backup> </volume/path>[:stream]
+  vdbak find <glob | /regex/> [--vm VM] [--since DATE|3d] [--json] [--limit N]
+  vdbak versions <vm> </volume/path> [--json]
+  vdbak restore <backup> </volume/path> (--to DIR | --tar FILE|-) [--overwrite] [--json]
+      volumes are named d<disk>p<partition> (d0p2), or by their label when unique
+
+Repository health:
+  vdbak check [--read-data] [--json]
+  vdbak forget [--keep-last N] [--keep-hourly N] [--keep-daily N] [--keep-weekly N] [--keep-monthly N] [--keep-yearly N] [--vm VM] [--dry-run] [--prune]
+  vdbak prune [--dry-run]
+
+Disk images directly (no backup needed):
   vdbak inspect <disk> [--json]
       format, snapshot chain, virtual size, allocated bytes, volumes and filesystems
   vdbak dump <disk> [--volume N]
       write the virtual disk's bytes (or volume N's) to stdout
   vdbak ls <disk> [path] [-l] [-R] [--json] [--volume N]
-      list a directory of a guest filesystem (no backup needed)
   vdbak cat <disk> <path>[:stream] [--volume N]
-      write a guest file (or one of its named streams) to stdout
 
 <disk> is any disk image (VMDK of any subformat, snapshot deltas, qcow2, raw):
-the format is recognised by content. --volume N picks a partition by the
-number 'inspect' shows; it may be left out when only one volume holds a
-filesystem vdbak reads.
+the format is recognised by content. ls and cat work on a disk when their
+first argument is an existing file, on a backup otherwise.
 `;
-
-class UsageError extends Error {}
 
 function need(args: string[], n: number, what: string): void {
   if (args.length < n) throw new UsageError(`missing ${what}`);
@@ -42,16 +55,16 @@ function volumeArg(v: string | undefined): number | undefined {
   return n;
 }
 
-export async function main(argv: string[]): Promise<number> {
-  const [cmd, ...rest] = argv;
-  if (!cmd || cmd === 'help' || cmd === '--help' || cmd === '-h') {
-    process.stdout.write(USAGE);
-    return cmd ? 0 : 2;
+function isFile(p: string | undefined): boolean {
+  try {
+    return !!p && existsSync(p) && statSync(p).isFile();
+  } catch {
+    return false;
   }
-  if (cmd === '--version' || cmd === 'version') {
-    process.stdout.write(`${VERSION}\n`);
-    return 0;
-  }
+}
+
+async function diskCommand(cmd: string, rest: string[]): Promise<number> {
+  const { cmdCat, cmdDump, cmdInspect, cmdLs } = await import('./commands/disk.js');
   const { values, positionals } = parseArgs({
     args: rest,
     allowPositionals: true,
@@ -77,9 +90,55 @@ export async function main(argv: string[]): Promise<number> {
         recursive: values.recursive ?? false,
         json: values.json ?? false,
       });
-    case 'cat':
+    default:
       need(positionals, 2, '<disk> <path>');
       return cmdCat(positionals[0]!, positionals[1]!, { volume: volumeArg(values.volume) });
+  }
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  if (!cmd || cmd === 'help' || cmd === '--help' || cmd === '-h') {
+    process.stdout.write(USAGE);
+    return cmd ? 0 : 2;
+  }
+  if (cmd === '--version' || cmd === 'version') {
+    process.stdout.write(`${VERSION}\n`);
+    return 0;
+  }
+  if (rest.includes('--help') || rest.includes('-h')) {
+    process.stdout.write(USAGE);
+    return 0;
+  }
+  const firstPositional = rest.find((a) => !a.startsWith('-'));
+  switch (cmd) {
+    case 'inspect':
+    case 'dump':
+      return diskCommand(cmd, rest);
+    case 'ls':
+    case 'cat':
+      if (isFile(firstPositional)) return diskCommand(cmd, rest);
+      return cmd === 'ls'
+        ? (await import('./commands/browse.js')).cmdBackupLs(rest)
+        : (await import('./commands/browse.js')).cmdBackupCat(rest);
+    case 'init':
+      return (await import('./commands/repo.js')).cmdInit(rest);
+    case 'backup':
+      return (await import('./commands/repo.js')).cmdBackup(rest);
+    case 'backups':
+      return (await import('./commands/repo.js')).cmdBackups(rest);
+    case 'find':
+      return (await import('./commands/browse.js')).cmdFind(rest);
+    case 'versions':
+      return (await import('./commands/browse.js')).cmdVersions(rest);
+    case 'restore':
+      return (await import('./commands/browse.js')).cmdRestore(rest);
+    case 'check':
+      return (await import('./commands/maint.js')).cmdCheck(rest);
+    case 'forget':
+      return (await import('./commands/maint.js')).cmdForget(rest);
+    case 'prune':
+      return (await import('./commands/maint.js')).cmdPrune(rest);
     default:
       throw new UsageError(`unknown command '${cmd}'`);
   }

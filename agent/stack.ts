@@ -7,7 +7,7 @@
  */
 import { type BlockDevice, SliceDevice, totalLength } from '../parsers/blockdevice.js';
 import { openDisk } from '../parsers/disk/open.js';
-import type { DiskImage } from '../parsers/disk/types.js';
+import type { DiskImage, OpenOptions } from '../parsers/disk/types.js';
 import { errorsFor, isVdbakError, type SerializedError } from '../parsers/errors.js';
 import { probeFileSystem } from '../parsers/fs/index.js';
 import type { FileSystem, FsInfo } from '../parsers/fs/types.js';
@@ -40,8 +40,8 @@ function serialize(e: unknown, image: string): SerializedError {
 }
 
 /** Opens a disk and everything inside it. Filesystem failures are reported per volume. */
-export function openStack(path: string): DiskStack {
-  const disk = openDisk(path);
+export function openStack(path: string, options: OpenOptions = {}): DiskStack {
+  const disk = openDisk(path, options);
   try {
     const map = readVolumeMap(disk);
     const volumes: OpenVolume[] = map.volumes.map((volume) => {

@@ -26,6 +26,9 @@ export type Layer =
   | 'ext'
   | 'ntfs'
   | 'codec'
+  | 'repo'
+  | 'catalog'
+  | 'restore'
   | 'pack'
   | 'target';
 

@@ -1,0 +1,610 @@
+/**
+ * One backup of one VM: every disk (its snapshot chain read as one device),
+ * every volume, every entry of every filesystem we read, into the catalog;
+ * file content (every named stream too) as chunks into packs on the target.
+ *
+ * The main thread walks the filesystems and is the only catalog writer;
+ * reading content, chunking, hashing and compressing run on the pool. A file
+ * whose stable id, size, times and runs match the volume's current version is
+ * not read: the version stays open and costs no row. Volumes without a
+ * filesystem we read are kept as their allocated bytes ("raw"), reported.
+ *
+ * Crash rules (DESIGN.md): a pack is recorded only after the target stored
+ * it; versions written meanwhile are invisible until `completeBackup`; packs
+ * stored by a run that died before recording them are adopted at the next
+ * start (adopt.ts), so nothing is sent twice.
+ */
+import { hostname } from 'node:os';
+import type { Catalog } from '../../catalog/catalog.js';
+import type { RunRecord, StreamRecord, VersionRecord } from '../../catalog/records.js';
+import { sameContent } from '../../catalog/records.js';
+import { errorsFor, isVdbakError, type SerializedError } from '../../parsers/errors.js';
+import type { DataRun, FsEntry } from '../../parsers/fs/types.js';
+import { type EncodedChunk } from '../../transport/codec.js';
+import { packObjectName, PackWriter } from '../../transport/pack.js';
+import type { Repo } from '../repo.js';
+import { processAlive } from '../repo.js';
+import { type DiskStack, openStack, type OpenVolume } from '../stack.js';
+import { adoptOrphanPacks } from './adopt.js';
+import type { BackupPool } from './pool.js';
+import type { ItemResult, ReadTask, TaskItem, TaskResult } from './worker.js';
+
+/** A large stream is read as independent segments of this size (parallelism and bounded task results). */
+export const SEGMENT_BYTES = 32 * 1024 * 1024;
+/** A task closes at this many bytes of content or items. */
+const TASK_BYTES = 8 * 1024 * 1024;
+const TASK_ITEMS = 512;
+/** Commit the writer's open transaction after this many statements or milliseconds. */
+const COMMIT_EVERY_OPS = 5000;
+const COMMIT_EVERY_MS = 1000;
+/** Path under which a volume without a readable filesystem keeps its allocated bytes. */
+export const RAW_VOLUME_PATH = '/volume.raw';
+
+export interface BackupSource {
+  name: string;
+  identity: string;
+  kind: string;
+  configPath?: string;
+  disks: { slot: string; path: string; format?: string }[];
+  warnings?: string[];
+}
+
+export interface LiveStats {
+  files: number;
+  entries: number;
+  bytesScanned: number;
+  bytesRead: number;
+  newChunks: number;
+  bytesSent: number;
+  packs: number;
+  unchanged: number;
+  changed: number;
+  warnings: number;
+  totalBytes: number;
+  currentPath?: string;
+}
+
+export interface VolumeSummary {
+  name: string;
+  fsType: string | null;
+  label: string | null;
+  mode: 'files' | 'raw';
+  entries: number;
+  problems: number;
+}
+
+export interface BackupResult extends LiveStats {
+  backupId: number;
+  vm: string;
+  durationMs: number;
+  warningList: string[];
+  volumes: VolumeSummary[];
+}
+
+export interface BackupOptions {
+  pool: BackupPool;
+  onProgress?: (s: LiveStats) => void;
+  /** Folders a disk's snapshot parents must lie in (the datastores). */
+  parentRoots?: string[];
+}
+
+interface Part {
+  stream?: string;
+  segments: (string[] | undefined)[];
+}
+
+interface PendingFile {
+  volumeId: number;
+  path: string;
+  record: VersionRecord;
+  parts: Part[];
+  remaining: number;
+  error?: SerializedError;
+}
+
+/** Volume names as paths show them: d<disk>p<partition>. */
+export function volumeName(diskIndex: number, partIndex: number): string {
+  return `d${diskIndex}p${partIndex}`;
+}
+
+function toRecord(e: FsEntry, runs: DataRun[] | undefined): VersionRecord {
+  const meta: Record<string, unknown> = {};
+  if (e.flags?.length) meta.flags = e.flags;
+  if (e.attributes !== undefined) meta.attributes = e.attributes;
+  if (e.ownerSid) meta.ownerSid = e.ownerSid;
+  if (e.reparseTag !== undefined) meta.reparseTag = e.reparseTag;
+  if (e.shortName) meta.shortName = e.shortName;
+  if (e.rdev !== undefined) meta.rdev = e.rdev;
+  if (e.xattrs?.length) {
+    meta.xattrs = e.xattrs.map((x) => ({ name: x.name, value: Buffer.from(x.value).toString('base64') }));
+  }
+  const r: VersionRecord = {
+    fsId: e.id,
+    type: e.type,
+    size: e.size,
+    mode: e.mode,
+    uid: e.uid,
+    gid: e.gid,
+    nlink: e.nlink,
+    mtimeNs: e.mtimeNs,
+    atimeNs: e.atimeNs,
+    ctimeNs: e.ctimeNs,
+    meta,
+  };
+  if (e.birthtimeNs !== undefined) r.btimeNs = e.birthtimeNs;
+  if (e.linkTarget !== undefined) r.linkTarget = e.linkTarget;
+  if (runs) r.runs = runs.map((x) => ({ ...x }) as RunRecord);
+  if (e.streams?.length) r.streams = e.streams.map((s) => ({ name: s.name, size: s.size, chunks: [] }));
+  return r;
+}
+
+function describe(e: unknown): string {
+  if (isVdbakError(e)) return `${e.code}: ${e.message}`;
+  return e instanceof Error ? e.message : String(e);
+}
+
+/** Batches the writer's statements into transactions (one fsync per batch, not per row). */
+class Writer {
+  private ops = 0;
+  private since = Date.now();
+  constructor(private readonly cat: Catalog) {}
+  begin(): void {
+    if (!this.cat.db.inTransaction) this.cat.db.exec('BEGIN');
+    this.ops = 0;
+    this.since = Date.now();
+  }
+  tick(n = 1): void {
+    this.ops += n;
+    if (this.ops >= COMMIT_EVERY_OPS || Date.now() - this.since >= COMMIT_EVERY_MS) {
+      this.commit();
+      this.begin();
+    }
+  }
+  commit(): void {
+    if (this.cat.db.inTransaction) this.cat.db.exec('COMMIT');
+  }
+  rollback(): void {
+    if (this.cat.db.inTransaction) this.cat.db.exec('ROLLBACK');
+  }
+}
+
+class BackupRun {
+  readonly stats: LiveStats = {
+    files: 0,
+    entries: 0,
+    bytesScanned: 0,
+    bytesRead: 0,
+    newChunks: 0,
+    bytesSent: 0,
+    packs: 0,
+    unchanged: 0,
+    changed: 0,
+    warnings: 0,
+    totalBytes: 0,
+  };
+  readonly warnings: string[] = [];
+  private readonly cat: Catalog;
+  private readonly writer: Writer;
+  private readonly pack: PackWriter;
+  private readonly pending = new Map<number, PendingFile>();
+  private readonly pieces = new Map<number, { file: PendingFile; part: number; seg: number }>();
+  private nextKey = 1;
+  private batch: { base: Omit<ReadTask, 'items'>; items: TaskItem[]; bytes: number } | undefined;
+  private readonly inFlight = new Set<Promise<void>>();
+  private chain: Promise<void> = Promise.resolve();
+  private failure: unknown;
+  private lastProgress = 0;
+
+  constructor(
+    private readonly repo: Repo,
+    private readonly backupId: number,
+    private readonly opts: BackupOptions,
+  ) {
+    this.cat = repo.catalog;
+    this.writer = new Writer(this.cat);
+    this.pack = new PackWriter({ targetSize: repo.settings.packTargetSize });
+  }
+
+  warn(msg: string): void {
+    this.warnings.push(msg);
+    this.stats.warnings++;
+  }
+
+  progress(force = false): void {
+    const now = Date.now();
+    if (!this.opts.onProgress || (!force && now - this.lastProgress < 100)) return;
+    this.lastProgress = now;
+    this.opts.onProgress({ ...this.stats });
+  }
+
+  // ---- the walk ---------------------------------------------------------------------------
+
+  async volume(diskPath: string, format: string | undefined, ov: OpenVolume, volumeId: number): Promise<number> {
+    const fs = ov.fs;
+    if (!fs) throw new Error('volume() needs an open filesystem');
+    const base: Omit<ReadTask, 'items'> = {
+      image: diskPath,
+      openOptions: { format, parentRoots: this.opts.parentRoots },
+      volumeIndex: ov.volume.index,
+      catalogPath: this.repo.catalogPath,
+      chunkSizes: { ...this.repo.settings.chunkSizes },
+      zstdLevel: this.repo.settings.zstdLevel,
+    };
+    let entries = 0;
+    for (const e of fs.walk()) {
+      this.check();
+      entries++;
+      this.stats.entries++;
+      this.stats.currentPath = e.path;
+      let runs: DataRun[] | undefined;
+      if (e.type === 'file') {
+        this.stats.files++;
+        this.stats.bytesScanned += e.size;
+        try {
+          runs = fs.runs(e);
+        } catch (err) {
+          this.warn(`${ov.device.name}:${e.path}: runs: ${describe(err)}`);
+        }
+      }
+      const record = toRecord(e, runs);
+      const cur = this.cat.currentVersion(volumeId, e.path);
+      if (cur && !cur.meta?.readError && sameContent(cur, record)) {
+        this.cat.markSeen(cur.id);
+        this.stats.unchanged++;
+        this.writer.tick();
+        this.progress();
+        continue;
+      }
+      this.stats.changed++;
+      const parts: { stream?: string; size: number }[] = [];
+      if (e.type === 'file' && e.size > 0) parts.push({ size: e.size });
+      for (const s of e.streams ?? []) if (s.size > 0) parts.push({ stream: s.name, size: s.size });
+      if (parts.length === 0) {
+        if (record.type === 'file') record.chunks = [];
+        this.cat.insertVersion(volumeId, e.path, this.backupId, record);
+        this.writer.tick();
+        continue;
+      }
+      const file: PendingFile = { volumeId, path: e.path, record, parts: [], remaining: 0 };
+      const key0 = this.nextKey;
+      this.pending.set(key0, file);
+      for (const p of parts) {
+        const nseg = Math.ceil(p.size / SEGMENT_BYTES);
+        file.parts.push({ stream: p.stream, segments: new Array<string[] | undefined>(nseg) });
+        file.remaining += nseg;
+      }
+      for (const [pi, p] of parts.entries()) {
+        for (let s = 0; s * SEGMENT_BYTES < p.size; s++) {
+          const key = this.nextKey++;
+          this.pieces.set(key, { file, part: pi, seg: s });
+          const start = s * SEGMENT_BYTES;
+          const end = Math.min(p.size, start + SEGMENT_BYTES);
+          await this.addItem(base, { kind: 'file', key, entry: e, stream: p.stream, start, end }, end - start);
+        }
+      }
+      this.pending.delete(key0);
+      this.progress();
+    }
+    for (const p of fs.problems) {
+      this.warn(`${ov.device.name}${p.path ? `:${p.path}` : ''}: ${p.error.code}: ${p.error.message}`);
+    }
+    return entries;
+  }
+
+  /** A volume we cannot read as files: its allocated bytes, as one stream with runs. */
+  async rawVolume(diskPath: string, format: string | undefined, ov: OpenVolume, volumeId: number): Promise<void> {
+    const base: Omit<ReadTask, 'items'> = {
+      image: diskPath,
+      openOptions: { format, parentRoots: this.opts.parentRoots },
+      volumeIndex: ov.volume.index,
+      catalogPath: this.repo.catalogPath,
+      chunkSizes: { ...this.repo.settings.chunkSizes },
+      zstdLevel: this.repo.settings.zstdLevel,
+    };
+    const ranges = ov.device.allocated(0, ov.device.size);
+    const runs: RunRecord[] = ranges.map((r) => ({ fileOffset: r.offset, volumeOffset: r.offset, length: r.length }));
+    const total = ranges.reduce((a, r) => a + r.length, 0);
+    this.stats.bytesScanned += total;
+    const record: VersionRecord = {
+      fsId: 'volume',
+      type: 'file',
+      size: ov.device.size,
+      mode: 0o600,
+      uid: 0,
+      gid: 0,
+      nlink: 1,
+      mtimeNs: 0n,
+      atimeNs: 0n,
+      ctimeNs: 0n,
+      runs,
+      meta: { rawVolume: true, allocatedBytes: total },
+      chunks: [],
+    };
+    // segments of at most SEGMENT_BYTES of allocated data each
+    const segs: { offset: number; length: number }[][] = [];
+    let cur: { offset: number; length: number }[] = [];
+    let curLen = 0;
+    for (const r of ranges) {
+      let off = r.offset;
+      let left = r.length;
+      while (left > 0) {
+        const take = Math.min(left, SEGMENT_BYTES - curLen);
+        cur.push({ offset: off, length: take });
+        curLen += take;
+        off += take;
+        left -= take;
+        if (curLen === SEGMENT_BYTES) {
+          segs.push(cur);
+          cur = [];
+          curLen = 0;
+        }
+      }
+    }
+    if (cur.length) segs.push(cur);
+    if (segs.length === 0) {
+      this.cat.insertVersion(volumeId, RAW_VOLUME_PATH, this.backupId, record);
+      this.writer.tick();
+      return;
+    }
+    const file: PendingFile = {
+      volumeId,
+      path: RAW_VOLUME_PATH,
+      record,
+      parts: [{ segments: new Array<string[] | undefined>(segs.length) }],
+      remaining: segs.length,
+    };
+    for (const [s, ranges2] of segs.entries()) {
+      const key = this.nextKey++;
+      this.pieces.set(key, { file, part: 0, seg: s });
+      await this.addItem(
+        base,
+        { kind: 'raw', key, ranges: ranges2 },
+        ranges2.reduce((a, r) => a + r.length, 0),
+      );
+    }
+  }
+
+  // ---- tasks --------------------------------------------------------------------------------
+
+  private check(): void {
+    if (this.failure) throw this.failure;
+  }
+
+  private async addItem(base: Omit<ReadTask, 'items'>, item: TaskItem, bytes: number): Promise<void> {
+    if (this.batch && (this.batch.base.image !== base.image || this.batch.base.volumeIndex !== base.volumeIndex)) {
+      await this.submit();
+    }
+    this.batch ??= { base, items: [], bytes: 0 };
+    this.batch.items.push(item);
+    this.batch.bytes += bytes;
+    if (this.batch.bytes >= TASK_BYTES || this.batch.items.length >= TASK_ITEMS) await this.submit();
+  }
+
+  private async submit(): Promise<void> {
+    const b = this.batch;
+    this.batch = undefined;
+    if (!b || b.items.length === 0) return;
+    while (this.inFlight.size >= this.opts.pool.threads * 2) {
+      await Promise.race(this.inFlight);
+      this.check();
+    }
+    const p: Promise<void> = this.opts.pool
+      .run({ ...b.base, items: b.items })
+      .then((res) => {
+        this.chain = this.chain.then(() => this.consume(res));
+        return this.chain;
+      })
+      .catch((e: unknown) => {
+        this.failure ??= e;
+      })
+      .finally(() => this.inFlight.delete(p));
+    this.inFlight.add(p);
+    this.writer.tick(0);
+  }
+
+  /** Waits for every task, then stores the last pack. */
+  async drain(): Promise<void> {
+    await this.submit();
+    while (this.inFlight.size > 0) await Promise.race(this.inFlight);
+    await this.chain;
+    this.check();
+    if (this.pack.count > 0) await this.flushPack();
+  }
+
+  private async consume(res: TaskResult): Promise<void> {
+    for (const item of res.items) {
+      for (const enc of item.encoded) await this.addChunk(enc);
+      this.stats.bytesRead += item.bytesRead;
+      this.finishPiece(item);
+    }
+    this.progress();
+  }
+
+  private async addChunk(enc: EncodedChunk): Promise<void> {
+    if (this.pack.has(enc.hash) || this.cat.hasChunk(enc.hash)) return;
+    // the worker sends a Uint8Array after structured cloning
+    const u8 = enc.stored as Uint8Array;
+    const stored = Buffer.isBuffer(u8) ? u8 : Buffer.from(u8.buffer, u8.byteOffset, u8.byteLength);
+    this.stats.newChunks++;
+    if (this.pack.add({ ...enc, stored })) await this.flushPack();
+  }
+
+  private async flushPack(): Promise<void> {
+    const finished = this.pack.finish();
+    const name = packObjectName(finished.id);
+    await this.repo.target.put(name, finished.bytes);
+    this.cat.addPack(name, finished.bytes.length, finished.entries);
+    this.writer.tick();
+    this.stats.bytesSent += finished.bytes.length;
+    this.stats.packs++;
+  }
+
+  private finishPiece(item: ItemResult): void {
+    const piece = this.pieces.get(item.key);
+    if (!piece) return;
+    this.pieces.delete(item.key);
+    const { file } = piece;
+    if (item.error) {
+      file.error ??= item.error;
+    } else {
+      const part = file.parts[piece.part];
+      if (part) part.segments[piece.seg] = item.chunks.map((c) => c.hash);
+    }
+    file.remaining--;
+    if (file.remaining === 0) this.writeFile(file);
+  }
+
+  private writeFile(file: PendingFile): void {
+    const rec = file.record;
+    if (file.error) {
+      this.warn(`${file.path}: not read: ${file.error.code}: ${file.error.message}`);
+      rec.meta = { ...rec.meta, readError: { code: file.error.code, message: file.error.message } };
+      delete rec.chunks;
+      if (rec.streams) rec.streams = rec.streams.map((s) => ({ ...s, chunks: [] }));
+    } else {
+      const byStream = new Map<string | undefined, string[]>();
+      for (const p of file.parts)
+        byStream.set(
+          p.stream,
+          p.segments.flatMap((s) => s ?? []),
+        );
+      if (rec.type === 'file') rec.chunks = byStream.get(undefined) ?? [];
+      if (rec.streams) {
+        rec.streams = rec.streams.map((s): StreamRecord => ({
+          name: s.name,
+          size: s.size,
+          chunks: byStream.get(s.name) ?? [],
+        }));
+      }
+    }
+    this.cat.insertVersion(file.volumeId, file.path, this.backupId, rec);
+    this.writer.tick();
+  }
+
+  beginWrites(): void {
+    this.cat.startSeen();
+    this.writer.begin();
+  }
+
+  endWrites(): void {
+    this.writer.commit();
+  }
+
+  abortWrites(): void {
+    this.writer.rollback();
+  }
+}
+
+/** Backs up one VM. The caller holds the repository lock. */
+export async function backupVm(repo: Repo, source: BackupSource, opts: BackupOptions): Promise<BackupResult> {
+  const t0 = Date.now();
+  const cat = repo.catalog;
+  cat.reapDeadBackups((pid, host) => processAlive(pid, host));
+  const adopted = await adoptOrphanPacks(repo);
+  const vmId = cat.upsertVm({
+    identity: source.identity,
+    name: source.name,
+    kind: source.kind,
+    configPath: source.configPath,
+  });
+  const backupId = cat.beginBackup(vmId, process.pid, hostname());
+  const run = new BackupRun(repo, backupId, opts);
+  for (const w of source.warnings ?? []) run.warn(w);
+  if (adopted.packs > 0) run.warn(`adopted ${adopted.packs} pack(s) an interrupted run had stored`);
+  const volumes: VolumeSummary[] = [];
+  const stacks: DiskStack[] = [];
+  try {
+    run.beginWrites();
+    for (const [diskIndex, d] of source.disks.entries()) {
+      const stack = openStack(d.path, { format: d.format, parentRoots: opts.parentRoots });
+      stacks.push(stack);
+      const diskId = cat.upsertDisk(vmId, d.slot, diskIndex);
+      cat.addBackupDisk(backupId, diskId, {
+        imagePath: d.path,
+        format: stack.disk.format,
+        size: stack.disk.size,
+        scheme: stack.map.scheme,
+      });
+      for (const w of stack.map.warnings ?? []) run.warn(`${d.path}: ${String(w)}`);
+      for (const ov of stack.volumes) {
+        const name = volumeName(diskIndex, ov.volume.index);
+        const volumeId = cat.upsertVolume(diskId, ov.volume.index, name);
+        let label: string | undefined;
+        let uuid: string | undefined;
+        if (ov.fs) {
+          try {
+            const info = ov.fs.info();
+            label = info.label || undefined;
+            uuid = info.uuid || undefined;
+          } catch (e) {
+            run.warn(`${ov.device.name}: filesystem summary: ${describe(e)}`);
+          }
+        }
+        const mode = ov.fs ? 'files' : 'raw';
+        cat.addBackupVolume(backupId, volumeId, {
+          offset: ov.volume.offset,
+          length: ov.volume.length,
+          fsType: ov.fsType,
+          label,
+          uuid,
+          mode,
+        });
+        let entries = 0;
+        if (ov.fs) {
+          entries = await run.volume(d.path, d.format, ov, volumeId);
+          cat.setVolumeProblems(
+            backupId,
+            volumeId,
+            ov.fs.problems.map((p) => ({ path: p.path, code: p.error.code, message: p.error.message })),
+          );
+        } else {
+          run.warn(
+            `${name} (${ov.volume.typeName || ov.volume.type}): ${
+              ov.fsError
+                ? `filesystem failed to open (${ov.fsError.code}: ${ov.fsError.message})`
+                : 'no filesystem vdbak reads'
+            }; kept as its allocated bytes`,
+          );
+          await run.rawVolume(d.path, d.format, ov, volumeId);
+          entries = 1;
+        }
+        volumes.push({
+          name,
+          fsType: ov.fsType ?? null,
+          label: label ?? null,
+          mode,
+          entries,
+          problems: ov.fs?.problems.length ?? 0,
+        });
+      }
+    }
+    await run.drain();
+    run.endWrites();
+    const result: BackupResult = {
+      ...run.stats,
+      backupId,
+      vm: source.name,
+      durationMs: Date.now() - t0,
+      warningList: run.warnings,
+      volumes,
+    };
+    delete result.currentPath;
+    const { warningList, ...stats } = result;
+    cat.completeBackup(backupId, { ...stats, warnings: warningList.slice(0, 1000) });
+    run.progress(true);
+    return result;
+  } catch (e) {
+    run.abortWrites();
+    try {
+      cat.failBackup(backupId, describe(e));
+    } catch {
+      // the catalog itself failed: the next writer reaps this backup
+    }
+    throw e;
+  } finally {
+    for (const s of stacks) s.close();
+  }
+}
+
+/** A typed error for a backup that could not start. */
+export const backupErrors = (image: string) => errorsFor({ image, layer: 'repo' });

@@ -1,0 +1,161 @@
+/**
+ * The backup's CPU work, run on piscina worker threads (DESIGN.md): read a
+ * file's bytes through image → volume → filesystem (grain inflation happens
+ * here), cut them into content-defined chunks, hash them, and compress the
+ * chunks the repository does not hold yet.
+ *
+ * A worker keeps the disks it opened (a few at most) and a read-only
+ * connection to the catalog, which it asks whether a chunk is already stored;
+ * the main thread, the only catalog writer, decides for good.
+ */
+import Database from 'better-sqlite3';
+import { type ChunkSizes, ContentChunker } from '../chunk/fastcdc.js';
+import { encodeChunk, type EncodedChunk } from '../../transport/codec.js';
+import { errorsFor, isVdbakError, type SerializedError } from '../../parsers/errors.js';
+import type { OpenOptions } from '../../parsers/disk/types.js';
+import type { FsEntry } from '../../parsers/fs/types.js';
+import { type DiskStack, openStack } from '../stack.js';
+
+/** Bytes read from a file per call: large enough for sequential reads, small enough for memory. */
+const READ_BLOCK = 4 * 1024 * 1024;
+/** Disks a worker keeps open between tasks. */
+const MAX_OPEN_DISKS = 4;
+
+export type TaskItem =
+  | {
+      kind: 'file';
+      /** The caller's handle for this piece. */
+      key: number;
+      entry: FsEntry;
+      stream?: string;
+      /** Byte range of the stream this item covers (a large file is cut into segments). */
+      start: number;
+      end: number;
+    }
+  | {
+      kind: 'raw';
+      key: number;
+      /** Volume byte ranges, read one after the other as one stream. */
+      ranges: { offset: number; length: number }[];
+    };
+
+export interface ReadTask {
+  image: string;
+  openOptions: OpenOptions;
+  volumeIndex: number;
+  catalogPath: string;
+  chunkSizes: ChunkSizes;
+  zstdLevel: number;
+  items: TaskItem[];
+}
+
+export interface ItemResult {
+  key: number;
+  /** Every chunk of the item in order. */
+  chunks: { hash: string; length: number }[];
+  /** Chunks the catalog did not know when the worker looked: compressed, ready to pack. */
+  encoded: EncodedChunk[];
+  bytesRead: number;
+  error?: SerializedError;
+}
+
+export interface TaskResult {
+  items: ItemResult[];
+}
+
+const disks = new Map<string, DiskStack>();
+let catalog: { path: string; db: Database.Database; has: Database.Statement } | undefined;
+
+function stackFor(task: ReadTask): DiskStack {
+  let s = disks.get(task.image);
+  if (s) {
+    disks.delete(task.image);
+    disks.set(task.image, s); // most recently used last
+    return s;
+  }
+  s = openStack(task.image, task.openOptions);
+  disks.set(task.image, s);
+  while (disks.size > MAX_OPEN_DISKS) {
+    const [oldest, st] = disks.entries().next().value as [string, DiskStack];
+    disks.delete(oldest);
+    st.close();
+  }
+  return s;
+}
+
+function known(catalogPath: string, hash: string): boolean {
+  if (!catalog || catalog.path !== catalogPath) {
+    catalog?.db.close();
+    const db = new Database(catalogPath, { readonly: true, fileMustExist: true });
+    db.pragma('busy_timeout = 10000');
+    catalog = { path: catalogPath, db, has: db.prepare('SELECT 1 FROM chunks WHERE hash = ?') };
+  }
+  return catalog.has.get(Buffer.from(hash, 'hex')) !== undefined;
+}
+
+function serialize(e: unknown, image: string): SerializedError {
+  if (isVdbakError(e)) return e.toJSON();
+  return errorsFor({ image, layer: 'fs' })
+    .corrupt('READ_INTERNAL', String(e instanceof Error ? e.stack : e))
+    .toJSON();
+}
+
+function processItem(task: ReadTask, stack: DiskStack, item: TaskItem, seen: Set<string>): ItemResult {
+  const result: ItemResult = { key: item.key, chunks: [], encoded: [], bytesRead: 0 };
+  const chunker = new ContentChunker(task.chunkSizes);
+  const take = (list: ReturnType<ContentChunker['push']>): void => {
+    for (const c of list) {
+      result.chunks.push({ hash: c.hash, length: c.length });
+      if (seen.has(c.hash) || known(task.catalogPath, c.hash)) continue;
+      seen.add(c.hash);
+      result.encoded.push(encodeChunk(c, { level: task.zstdLevel }));
+    }
+  };
+  const vol = stack.volumes.find((v) => v.volume.index === task.volumeIndex);
+  try {
+    if (!vol) {
+      throw errorsFor({ image: task.image, layer: 'volume' }).notFound(
+        'VOLUME_GONE',
+        `volume ${task.volumeIndex} is no longer in the disk`,
+      );
+    }
+    if (item.kind === 'file') {
+      if (!vol.fs)
+        throw errorsFor({ image: vol.device.name, layer: 'fs' }).notFound('FS_GONE', 'filesystem did not open');
+      for (let off = item.start; off < item.end; off += READ_BLOCK) {
+        const len = Math.min(READ_BLOCK, item.end - off);
+        const buf = vol.fs.read(item.entry, off, len, item.stream);
+        result.bytesRead += buf.length;
+        take(chunker.push(buf));
+      }
+    } else {
+      for (const r of item.ranges) {
+        for (let off = r.offset; off < r.offset + r.length; off += READ_BLOCK) {
+          const len = Math.min(READ_BLOCK, r.offset + r.length - off);
+          const buf = vol.device.read(off, len);
+          result.bytesRead += buf.length;
+          take(chunker.push(buf));
+        }
+      }
+    }
+    take(chunker.end());
+  } catch (e) {
+    result.error = serialize(e, vol?.device.name ?? task.image);
+    result.chunks = [];
+    result.encoded = [];
+  }
+  return result;
+}
+
+/** piscina's entry point: one batch of items of one volume. */
+export default function run(task: ReadTask): TaskResult {
+  const stack = stackFor(task);
+  const seen = new Set<string>();
+  return { items: task.items.map((item) => processItem(task, stack, item, seen)) };
+}
+
+/** Drops a disk a worker holds (the job is done with it). */
+export function closeDisk(image: string): void {
+  disks.get(image)?.close();
+  disks.delete(image);
+}

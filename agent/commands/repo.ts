@@ -1,0 +1,197 @@
+/**
+ * Repository commands: init, backup, backups.
+ */
+import { parseArgs } from 'node:util';
+import { humanBytes } from '../format.js';
+import { initRepo, lockRepo, openRepo, repoPath } from '../repo.js';
+import { backupVm, type BackupResult, type LiveStats } from '../backup/job.js';
+import { createPool, defaultThreads } from '../backup/pool.js';
+import { resolveSources } from '../source/resolve.js';
+import { writeOut } from '../stdout.js';
+import { UsageError } from './usage.js';
+
+function intOpt(v: string | undefined, name: string): number | undefined {
+  if (v === undefined) return undefined;
+  const m = /^(\d+)([KMG]i?B?)?$/i.exec(v.trim());
+  if (!m) throw new UsageError(`--${name} takes a byte count such as 524288 or 512K, not '${v}'`);
+  const mult = { '': 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3 }[(m[2] ?? '').charAt(0).toUpperCase()] ?? 1;
+  return Number(m[1]) * mult;
+}
+
+export async function cmdInit(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      repo: { type: 'string' },
+      target: { type: 'string' },
+      'chunk-min': { type: 'string' },
+      'chunk-avg': { type: 'string' },
+      'chunk-max': { type: 'string' },
+      'pack-size': { type: 'string' },
+      'zstd-level': { type: 'string' },
+    },
+  });
+  const root = repoPath(values.repo);
+  const chunkSizes: Record<string, number> = {};
+  const min = intOpt(values['chunk-min'], 'chunk-min');
+  const avg = intOpt(values['chunk-avg'], 'chunk-avg');
+  const max = intOpt(values['chunk-max'], 'chunk-max');
+  if (min !== undefined) chunkSizes.minSize = min;
+  if (avg !== undefined) chunkSizes.avgSize = avg;
+  if (max !== undefined) chunkSizes.maxSize = max;
+  const s = initRepo(root, {
+    target: values.target,
+    chunkSizes,
+    packTargetSize: intOpt(values['pack-size'], 'pack-size'),
+    zstdLevel: values['zstd-level'] === undefined ? undefined : Number(values['zstd-level']),
+  });
+  await writeOut(
+    `created repository ${root}\n  catalog  ${root}/catalog.db\n  target   ${s.targetPath}\n  chunks   ${humanBytes(s.chunkSizes.minSize)} / ${humanBytes(s.chunkSizes.avgSize)} / ${humanBytes(s.chunkSizes.maxSize)} (min/avg/max), packs of ${humanBytes(s.packTargetSize)}, zstd level ${s.zstdLevel}\n`,
+  );
+  return 0;
+}
+
+/** One line of live progress on a terminal; nothing when stderr is not a TTY. */
+function progressLine(vm: string): { update(s: LiveStats): void; done(): void } {
+  const out = process.stderr;
+  if (!out.isTTY) return { update() {}, done() {} };
+  const t0 = Date.now();
+  let last = 0;
+  let shown = false;
+  return {
+    update(s) {
+      const now = Date.now();
+      if (now - last < 200) return;
+      last = now;
+      const secs = Math.max(0.001, (now - t0) / 1000);
+      const rate = s.bytesScanned / secs;
+      const eta =
+        s.totalBytes > s.bytesScanned && rate > 0 ? ` ETA ${Math.round((s.totalBytes - s.bytesScanned) / rate)}s` : '';
+      const line = `${vm}: ${s.files} files, ${humanBytes(s.bytesScanned)} scanned, ${humanBytes(s.bytesRead)} read, ${humanBytes(s.bytesSent)} sent, ${humanBytes(rate)}/s${eta}  ${s.currentPath ?? ''}`;
+      const cols = out.columns || 80;
+      out.write(`\r\x1b[2K${line.slice(0, cols - 1)}`);
+      shown = true;
+    },
+    done() {
+      if (shown) out.write('\r\x1b[2K');
+    },
+  };
+}
+
+export function summaryText(r: BackupResult): string {
+  const secs = r.durationMs / 1000;
+  const ratio = r.bytesSent > 0 ? r.bytesScanned / r.bytesSent : 0;
+  const lines = [
+    `backup ${r.backupId} of ${r.vm} complete in ${secs.toFixed(1)} s`,
+    `  files          ${r.files} (${r.unchanged} entries unchanged since the last backup, ${r.changed} new or changed)`,
+    `  bytes scanned  ${humanBytes(r.bytesScanned)}   (the size of every file looked at)`,
+    `  bytes read     ${humanBytes(r.bytesRead)}   (read from the disk: unchanged files are not read)`,
+    `  new chunks     ${r.newChunks}`,
+    `  bytes sent     ${humanBytes(r.bytesSent)} in ${r.packs} pack(s)   (compressed, only chunks the target lacked)`,
+    `  dedup ratio    ${ratio > 0 ? `${ratio.toFixed(1)}x` : 'nothing new was sent'}   (bytes scanned / bytes sent)`,
+    `  rate           ${humanBytes(secs > 0 ? r.bytesScanned / secs : 0)}/s`,
+  ];
+  for (const v of r.volumes) {
+    lines.push(
+      `  volume ${v.name}  ${v.mode === 'files' ? `${v.fsType}${v.label ? ` "${v.label}"` : ''}, ${v.entries} entries` : 'raw (allocated bytes only)'}${v.problems ? `, ${v.problems} problem(s)` : ''}`,
+    );
+  }
+  if (r.warningList.length) {
+    lines.push(`  warnings       ${r.warningList.length}`);
+    for (const w of r.warningList.slice(0, 20)) lines.push(`    - ${w}`);
+    if (r.warningList.length > 20) lines.push(`    … and ${r.warningList.length - 20} more (see --json)`);
+  }
+  return `${lines.join('\n')}\n`;
+}
+
+export async function cmdBackup(args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: {
+      repo: { type: 'string' },
+      json: { type: 'boolean', default: false },
+      name: { type: 'string' },
+      threads: { type: 'string' },
+    },
+  });
+  if (positionals.length === 0) throw new UsageError('backup needs a VM folder, a .vmx file or a disk image');
+  const threads = values.threads === undefined ? defaultThreads() : Number(values.threads);
+  if (!Number.isInteger(threads) || threads < 1 || threads > 64) throw new UsageError('--threads takes 1..64');
+  const sources = resolveSources(positionals);
+  if (values.name) {
+    if (sources.length !== 1) throw new UsageError('--name needs exactly one VM');
+    sources[0]!.name = values.name;
+  }
+  const root = repoPath(values.repo);
+  const repo = openRepo(root);
+  let release: (() => void) | undefined;
+  const pool = createPool(threads);
+  let failed = 0;
+  try {
+    release = lockRepo(root, 'backup');
+    const onSignal = () => {
+      release?.();
+      process.exit(130);
+    };
+    process.once('SIGINT', onSignal);
+    process.once('SIGTERM', onSignal);
+    for (const src of sources) {
+      const bar = progressLine(src.name);
+      try {
+        const r = await backupVm(repo, src, { pool, onProgress: (s) => bar.update(s) });
+        bar.done();
+        await writeOut(values.json ? `${JSON.stringify(r)}\n` : summaryText(r));
+      } catch (e) {
+        bar.done();
+        failed++;
+        if (sources.length === 1) throw e;
+        process.stderr.write(`vdbak: backup of ${src.name} failed: ${(e as Error).message}\n`);
+      }
+    }
+  } finally {
+    await pool.close();
+    release?.();
+    repo.close();
+  }
+  return failed ? 1 : 0;
+}
+
+export async function cmdBackups(args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: {
+      repo: { type: 'string' },
+      json: { type: 'boolean', default: false },
+      all: { type: 'boolean', default: false },
+    },
+  });
+  const repo = openRepo(repoPath(values.repo), { readonly: true });
+  try {
+    const cat = repo.catalog;
+    let vmId: number | undefined;
+    if (positionals[0]) {
+      const vms = cat.findVms(positionals[0]);
+      if (vms.length === 0) throw new UsageError(`no VM named '${positionals[0]}'`);
+      vmId = vms[0]!.id;
+    }
+    const list = cat.backups({ vmId, states: values.all ? ['complete', 'running', 'failed'] : ['complete'] });
+    if (values.json) {
+      await writeOut(`${JSON.stringify(list)}\n`);
+      return 0;
+    }
+    const lines = ['  ID  VM                    STARTED (UTC)         STATE      FILES      SCANNED       SENT'];
+    for (const b of list) {
+      const st = (b.stats ?? {}) as Partial<LiveStats>;
+      lines.push(
+        `${String(b.id).padStart(4)}  ${b.vmName.padEnd(20).slice(0, 20)}  ${new Date(b.startedMs).toISOString().slice(0, 19).replace('T', ' ')}   ${b.state.padEnd(9)} ${String(st.files ?? '').padStart(6)} ${humanBytes(st.bytesScanned ?? 0).padStart(12)} ${humanBytes(st.bytesSent ?? 0).padStart(10)}`,
+      );
+    }
+    if (list.length === 0) lines.push('  (no backups yet)');
+    await writeOut(`${lines.join('\n')}\n`);
+    return 0;
+  } finally {
+    repo.close();
+  }
+}

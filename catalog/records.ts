@@ -1,0 +1,128 @@
+/**
+ * Plain shapes the catalog stores and returns, and the binary encodings of
+ * chunk lists and data runs. The catalog imports nothing else of ours, so the
+ * run shape is restated here (it matches parsers/fs/types.ts DataRun).
+ */
+
+/** SHA-256 length: chunk ids are stored as 32-byte BLOBs. */
+export const HASH_BYTES = 32;
+
+export interface RunRecord {
+  fileOffset: number;
+  /** Offset inside the volume, or null for a hole. */
+  volumeOffset: number | null;
+  length: number;
+  unwritten?: boolean;
+}
+
+export interface StreamRecord {
+  name: string;
+  size: number;
+  /** Chunk hashes of the stream, lowercase hex, in order. */
+  chunks: string[];
+}
+
+/** What a backup records of one entry (one path) of a volume. */
+export interface VersionRecord {
+  fsId: string;
+  type: string;
+  size: number;
+  mode: number;
+  uid: number;
+  gid: number;
+  nlink: number;
+  mtimeNs: bigint;
+  atimeNs: bigint;
+  ctimeNs: bigint;
+  btimeNs?: bigint;
+  linkTarget?: string;
+  /** Everything else worth keeping (flags, attributes, owner SID, xattrs as base64 …). */
+  meta?: Record<string, unknown>;
+  runs?: RunRecord[];
+  /** Chunk hashes of the main stream, lowercase hex, in order. */
+  chunks?: string[];
+  streams?: StreamRecord[];
+}
+
+/** A stored version as read back. */
+export interface VersionRow extends VersionRecord {
+  id: number;
+  volumeId: number;
+  dir: string;
+  name: string;
+  /** '/'-separated path inside the volume ('/' for the root). */
+  path: string;
+  firstBackup: number;
+  lastBackup: number | null;
+}
+
+const RUN_BYTES = 25;
+const HOLE = -1n;
+
+/** Runs as a BLOB: per run u64 file offset, i64 volume offset (-1 = hole), u64 length, u8 flags. */
+export function encodeRuns(runs: readonly RunRecord[]): Buffer {
+  const b = Buffer.alloc(runs.length * RUN_BYTES);
+  runs.forEach((r, i) => {
+    const at = i * RUN_BYTES;
+    b.writeBigUInt64LE(BigInt(r.fileOffset), at);
+    b.writeBigInt64LE(r.volumeOffset === null ? HOLE : BigInt(r.volumeOffset), at + 8);
+    b.writeBigUInt64LE(BigInt(r.length), at + 16);
+    b.writeUInt8(r.unwritten ? 1 : 0, at + 24);
+  });
+  return b;
+}
+
+export function decodeRuns(b: Uint8Array): RunRecord[] {
+  const buf = Buffer.from(b.buffer, b.byteOffset, b.byteLength);
+  const out: RunRecord[] = [];
+  for (let at = 0; at + RUN_BYTES <= buf.length; at += RUN_BYTES) {
+    const vo = buf.readBigInt64LE(at + 8);
+    const run: RunRecord = {
+      fileOffset: Number(buf.readBigUInt64LE(at)),
+      volumeOffset: vo === HOLE ? null : Number(vo),
+      length: Number(buf.readBigUInt64LE(at + 16)),
+    };
+    if ((buf[at + 24] ?? 0) & 1) run.unwritten = true;
+    out.push(run);
+  }
+  return out;
+}
+
+/** Chunk hashes (hex) as one BLOB of 32-byte hashes. */
+export function encodeHashes(hashes: readonly string[]): Buffer {
+  const b = Buffer.alloc(hashes.length * HASH_BYTES);
+  hashes.forEach((h, i) => b.write(h, i * HASH_BYTES, HASH_BYTES, 'hex'));
+  return b;
+}
+
+export function decodeHashes(b: Uint8Array): string[] {
+  const buf = Buffer.from(b.buffer, b.byteOffset, b.byteLength);
+  const out: string[] = [];
+  for (let at = 0; at + HASH_BYTES <= buf.length; at += HASH_BYTES) out.push(buf.toString('hex', at, at + HASH_BYTES));
+  return out;
+}
+
+/** Splits a volume path into the (dir, name) pair the catalog indexes: '/' → ('', ''), '/a/b' → ('/a', 'b'). */
+export function splitPath(path: string): { dir: string; name: string } {
+  if (path === '/' || path === '') return { dir: '', name: '' };
+  const cut = path.lastIndexOf('/');
+  return { dir: cut <= 0 ? '/' : path.slice(0, cut), name: path.slice(cut + 1) };
+}
+
+export function joinPath(dir: string, name: string): string {
+  if (dir === '') return name === '' ? '/' : `/${name}`;
+  return dir === '/' ? `/${name}` : `${dir}/${name}`;
+}
+
+/** Equality of what decides "unchanged": the stable id, size, times and data runs. */
+export function sameContent(a: VersionRecord, b: VersionRecord): boolean {
+  if (a.fsId !== b.fsId || a.type !== b.type || a.size !== b.size) return false;
+  if (a.mtimeNs !== b.mtimeNs || a.ctimeNs !== b.ctimeNs || (a.btimeNs ?? null) !== (b.btimeNs ?? null)) return false;
+  if (a.linkTarget !== b.linkTarget) return false;
+  const ra = encodeRuns(a.runs ?? []);
+  const rb = encodeRuns(b.runs ?? []);
+  if (!ra.equals(rb)) return false;
+  const sa = (a.streams ?? []).map((s) => `${s.name}:${s.size}`).join('\0');
+  const sb = (b.streams ?? []).map((s) => `${s.name}:${s.size}`).join('\0');
+  return sa === sb;
+}
