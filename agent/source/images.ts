@@ -201,9 +201,11 @@ export interface FolderImages {
   warnings: string[];
 }
 
-/** The image files directly inside `folder` (regular files, or symlinks to them), sorted by name. */
+/** The image files directly inside `folder` (regular files, or symlinks to them; not hidden ones), sorted by name. */
 export function listImages(folder: string): string[] {
-  const names = readdirSync(folder).filter(isImageName).sort();
+  const names = readdirSync(folder)
+    .filter((n) => !n.startsWith('.') && isImageName(n))
+    .sort();
   const files: string[] = [];
   for (const name of names) {
     const p = join(folder, name);

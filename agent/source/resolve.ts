@@ -67,10 +67,16 @@ export interface VmSource {
 export const MAX_SUBFOLDERS = 10_000;
 /** Largest .vmx / .vmsd file we read (bytes; the text cap is in dictionary.ts). */
 export const MAX_CONFIG_BYTES = MAX_DICTIONARY_CHARS * 4;
+/** VM configurations: .vmx, and .vmtx for an ESXi template (the same format). */
+const CONFIG_EXTENSIONS = ['.vmx', '.vmtx'];
 /** VMware names snapshot deltas <disk>-000001.vmdk, <disk>-000002.vmdk … */
 const SNAPSHOT_SUFFIX_RE = /-\d{6}$/;
 /** Characters a VM name may not keep: control characters, and '~' which backup refs use (VM~N). */
 const NAME_UNSAFE_RE = /[\x00-\x1f\x7f~]/g;
+
+function isConfigName(name: string): boolean {
+  return CONFIG_EXTENSIONS.includes(extname(name).toLowerCase());
+}
 
 const argErr = (path: string) => errorsFor({ image: path, layer: 'file' });
 
@@ -229,8 +235,10 @@ function readFolder(folder: string): { files: string[]; dirs: string[] } {
   const dirs: string[] = [];
   for (const n of names) {
     const p = join(folder, n);
-    if (n.toLowerCase().endsWith('.vmx') && existsFile(p)) files.push(p);
-    else if (!n.startsWith('.') && !isImageName(n)) {
+    // hidden files are not VMs: macOS leaves "._win01.vmx" AppleDouble junk on shared datastores
+    if (n.startsWith('.')) continue;
+    if (isConfigName(n) && existsFile(p)) files.push(p);
+    else if (!isImageName(n)) {
       try {
         if (statSync(p).isDirectory()) dirs.push(p);
       } catch {
@@ -299,9 +307,12 @@ function sourcesOf(arg: string): VmSource[] {
   const st = statOrThrow(abs);
   if (st.isDirectory()) return sourcesInFolder(abs);
   if (!st.isFile()) throw argErr(abs).unsupported('SOURCE_NOT_REGULAR', 'neither a folder nor a regular file');
-  if (extname(abs).toLowerCase() === '.vmx') return [sourceFromVmx(abs)];
+  if (isConfigName(abs)) return [sourceFromVmx(abs)];
   if (isImageName(abs)) return [sourceFromImage(abs)];
-  throw argErr(abs).unsupported('SOURCE_KIND', 'not a VM folder, a .vmx or a disk image (.vmdk, .qcow2, .img, .raw)');
+  throw argErr(abs).unsupported(
+    'SOURCE_KIND',
+    'not a VM folder, a .vmx / .vmtx or a disk image (.vmdk, .qcow2, .img, .raw)',
+  );
 }
 
 function mergeKey(v: VmSource): string {

@@ -215,10 +215,19 @@ describe('disk file names in a .vmx', () => {
 
   it('an ESXi datastore path that is not here is found next to the .vmx, with a warning', () => {
     const d = join(tmp, 'esxi-copy');
-    const vmx = makeWindowsVm(d, { 'nvme0:0.fileName': '/vmfs/volumes/5f1e-datastore2/win01/win01_1.vmdk' });
+    const vmx = makeWindowsVm(d, {
+      'nvme0:0.fileName': '/vmfs/volumes/5f1e-datastore2/win01/win01_1.vmdk',
+      'sata0:0.present': 'TRUE',
+      'sata0:0.fileName': 'C:\\Users\\ana\\Virtual Machines\\win01\\data.vmdk',
+    });
+    qemuImg('-f', 'vmdk', join(d, 'data.vmdk'), '1M');
     const vm = resolveSources([vmx])[0];
-    expect(vm?.disks[1]?.path).toBe(join(d, 'win01_1.vmdk'));
-    expect(vm?.warnings.join('\n')).toContain('not here');
+    expect(vm?.disks.map((x) => [x.slot, x.path])).toEqual([
+      ['scsi0:0', join(d, 'win01-000001.vmdk')],
+      ['sata0:0', join(d, 'data.vmdk')],
+      ['nvme0:0', join(d, 'win01_1.vmdk')],
+    ]);
+    expect(vm?.warnings.filter((w) => w.includes('not here'))).toHaveLength(2);
   });
 
   it('absolute and parent-relative names are followed', () => {
@@ -342,6 +351,19 @@ describe('names and identities in one run', () => {
 });
 
 describe('arguments that name nothing usable', () => {
+  it('a template (.vmtx) is a VM; hidden AppleDouble files are not', () => {
+    const d = join(tmp, 'template');
+    const vmx = makeWindowsVm(d);
+    const vmtx = join(d, 'win01.vmtx');
+    writeFileSync(vmtx, readFileSync(vmx));
+    rmSync(vmx);
+    writeFileSync(join(d, '._win01.vmtx'), Buffer.alloc(4096, 0));
+    writeFileSync(join(d, '._win01.vmdk'), Buffer.alloc(4096, 0));
+    const vms = resolveSources([d]);
+    expect(vms.map((v) => [v.configPath, v.disks.length])).toEqual([[vmtx, 2]]);
+    expect(vms[0]?.warnings).toEqual([]);
+  });
+
   it('a missing path, an ISO, an empty folder', () => {
     expect(catchTyped(() => resolveSources([join(tmp, 'nope')])).code).toBe('SOURCE_NOT_FOUND');
     const iso = join(tmp, 'x.iso');
