@@ -203,9 +203,16 @@ export interface FolderImages {
 
 /** The image files directly inside `folder` (regular files, or symlinks to them; not hidden ones), sorted by name. */
 export function listImages(folder: string): string[] {
-  const names = readdirSync(folder)
-    .filter((n) => !n.startsWith('.') && isImageName(n))
-    .sort();
+  let all: string[];
+  try {
+    all = readdirSync(folder);
+  } catch (e) {
+    throw errorsFor({ image: folder, layer: 'file' }).io(
+      'SOURCE_READDIR',
+      `cannot list: ${(e as NodeJS.ErrnoException).code ?? e}`,
+    );
+  }
+  const names = all.filter((n) => !n.startsWith('.') && isImageName(n)).sort();
   const files: string[] = [];
   for (const name of names) {
     const p = join(folder, name);

@@ -118,7 +118,7 @@ function diskPath(d: VmxDisk, vmx: string, warnings: string[]): string {
   const windowsAbsolute = /^[A-Za-z]:[\\/]/.test(name) || name.startsWith('\\');
   const portable = name.replace(/\\/g, '/');
   const absolute = isAbsolute(name) || windowsAbsolute;
-  const direct = absolute ? (windowsAbsolute ? null : name) : join(dir, portable);
+  const direct = absolute ? (windowsAbsolute ? null : resolve(name)) : join(dir, portable);
   if (direct !== null && existsFile(direct)) return direct;
   if (absolute) {
     const local = join(dir, basename(portable));
