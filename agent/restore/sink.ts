@@ -64,9 +64,19 @@ export function restoreErrors(destination: string): Errors {
   return errorsFor({ image: destination, layer: 'file' });
 }
 
-/** Nanoseconds since the epoch as seconds in a double (what fs.utimes takes; sub-microsecond precision today). */
+/** Nanoseconds since the epoch as seconds in a double (what fs.utimes takes; Node keeps microseconds). */
 export function nsToSeconds(ns: bigint): number {
   return Number(ns / NS_PER_S) + Number(ns % NS_PER_S) / 1e9;
+}
+
+/**
+ * A time for fs.utimes/futimes/lutimes. Node replaces a negative *number*
+ * with "now", but takes a numeric string as is, so times before 1970 go as a
+ * string.
+ */
+export function utimesArg(ns: bigint): number | string {
+  const s = nsToSeconds(ns);
+  return s < 0 ? String(s) : s;
 }
 
 /** Nanoseconds as a pax time value, exact: `1700000000.123456789`, `-1.500000000`. */
