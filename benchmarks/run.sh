@@ -8,3 +8,6 @@ for b in disk-read ext ntfs chunking; do
   echo "== $b"
   node "dist/benchmarks/$b.js" "$@"
 done
+# issue 5: vdbak's backup, restore and catalog next to restic and borg (benchmarks/backup.ts)
+echo "== backup"
+node dist/benchmarks/backup.js "$@"
