@@ -367,9 +367,7 @@ export class Catalog {
     return r ? this.backupFromRow(r) : undefined;
   }
 
-  backupDisks(
-    backupId: number,
-  ): {
+  backupDisks(backupId: number): {
     diskId: number;
     slot: string;
     diskIndex: number;
@@ -690,22 +688,16 @@ export class Catalog {
     this.db.exec(
       'CREATE TEMP TABLE IF NOT EXISTS referenced (hash BLOB PRIMARY KEY) WITHOUT ROWID; DELETE FROM temp.referenced;',
     );
-    const ins = this.db.prepare('INSERT OR IGNORE INTO temp.referenced(hash) VALUES (?)');
-    const stmt = this.db.prepare(
-      `SELECT chunks, streams FROM versions WHERE chunks IS NOT NULL OR streams IS NOT NULL`,
-    );
+    // in SQL: better-sqlite3 cannot write while a query iterates on the same connection
     this.tx(() => {
-      for (const r of stmt.iterate() as Iterable<Row>) {
-        const blob = r.chunks as Buffer | null;
-        if (blob)
-          for (let at = 0; at + HASH_BYTES <= blob.length; at += HASH_BYTES)
-            ins.run(blob.subarray(at, at + HASH_BYTES));
-        if (r.streams) {
-          for (const s of JSON.parse(r.streams as string) as StreamRecord[]) {
-            for (const h of s.chunks) ins.run(Buffer.from(h, 'hex'));
-          }
-        }
-      }
+      this.db.exec(`
+        WITH RECURSIVE parts(blob, at) AS (
+          SELECT chunks, 0 FROM versions WHERE chunks IS NOT NULL AND length(chunks) >= ${HASH_BYTES}
+          UNION ALL SELECT blob, at + ${HASH_BYTES} FROM parts WHERE at + ${HASH_BYTES} < length(blob))
+        INSERT OR IGNORE INTO temp.referenced(hash) SELECT substr(blob, at + 1, ${HASH_BYTES}) FROM parts;
+        INSERT OR IGNORE INTO temp.referenced(hash)
+          SELECT unhex(c.value) FROM versions v, json_each(v.streams) s, json_each(s.value, '$.chunks') c
+          WHERE v.streams IS NOT NULL;`);
     });
     return n((this.db.prepare('SELECT count(*) AS c FROM temp.referenced').get() as Row).c);
   }
@@ -764,11 +756,19 @@ export class Catalog {
   }
 
   /** Per pack: chunks and stored bytes still referenced (needs collectReferenced first). */
-  packUsage(): { id: number; name: string; size: number; chunks: number; liveChunks: number; liveBytes: number }[] {
+  packUsage(): {
+    id: number;
+    name: string;
+    size: number;
+    chunks: number;
+    storedBytes: number;
+    liveChunks: number;
+    liveBytes: number;
+  }[] {
     return (
       this.db
         .prepare(
-          `SELECT p.id, p.name, p.size, count(c.hash) AS chunks,
+          `SELECT p.id, p.name, p.size, count(c.hash) AS chunks, sum(c.stored_len) AS stored,
                   sum(CASE WHEN r.hash IS NOT NULL THEN 1 ELSE 0 END) AS live,
                   sum(CASE WHEN r.hash IS NOT NULL THEN c.stored_len ELSE 0 END) AS live_bytes
            FROM packs p LEFT JOIN chunks c ON c.pack_id = p.id LEFT JOIN temp.referenced r ON r.hash = c.hash
@@ -780,6 +780,7 @@ export class Catalog {
       name: r.name as string,
       size: n(r.size),
       chunks: n(r.chunks),
+      storedBytes: nn(r.stored) ?? 0,
       liveChunks: nn(r.live) ?? 0,
       liveBytes: nn(r.live_bytes) ?? 0,
     }));
