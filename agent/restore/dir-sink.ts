@@ -260,7 +260,8 @@ export class DirSink implements RestoreSink {
       let k = await this.kind(rel);
       if (k === 'missing') {
         k = await this.makeDir(rel);
-        if (k === 'dir') this.ownDirs.set(rel, { guestPath: guestPath.split('/').slice(0, i).join('/') });
+        if (k === 'dir')
+          this.ownDirs.set(rel, { guestPath: guestPath.replace(/^\/+/, '').split('/').slice(0, i).join('/') });
       }
       if (k !== 'dir') {
         this.block(

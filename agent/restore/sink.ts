@@ -57,7 +57,7 @@ export const PERM_BITS = 0o7777;
 export const SETID_BITS = 0o6000;
 /** Largest uid/gid a POSIX system takes (uid_t is 32-bit; -1 means "unchanged"). */
 export const MAX_ID = 0xfffffffe;
-const NS_PER_S = 1_000_000_000n;
+export const NS_PER_S = 1_000_000_000n;
 
 /** Typed errors of the restore writers; the "image" named is the destination. */
 export function restoreErrors(destination: string): Errors {

@@ -40,6 +40,7 @@ import {
   describeError,
   isValidId,
   isValidSize,
+  NS_PER_S,
   nsToPaxTime,
   PERM_BITS,
   type RestoreItem,
@@ -70,7 +71,6 @@ const XATTR_VALUE_MAX = 64 * 1024;
 const XATTR_NAME_OK = /^[\x21-\x3c\x3e-\x7e]+$/;
 const PAX_XATTR_PREFIX = 'SCHILY.xattr.';
 const ZERO_FILL = Buffer.alloc(64 * 1024);
-const NS_PER_S = 1_000_000_000n;
 
 type TarType = 'file' | 'directory' | 'symlink' | 'fifo';
 type PaxHeaders = Partial<Header> & { name: string; size: number; pax: Record<string, string> };
@@ -184,8 +184,10 @@ export class TarSink implements RestoreSink {
       this.counts.files++;
       this.counts.bytes += item.size;
     } else {
-      if (type === 'symlink' && (item.linkTarget === undefined || item.linkTarget === '')) {
-        return this.note(item.path, 'failed', 'symlink target is missing or empty');
+      const target = item.linkTarget;
+      if (type === 'symlink' && (target === undefined || target === '' || target.includes('\0'))) {
+        // No system can make such a link; a NUL would also cut the pax record short in some readers.
+        return this.note(item.path, 'failed', 'symlink target is missing, empty or holds NUL');
       }
       await this.writeEntry(this.header(item, m.rel, type, 0), undefined, item.path);
       if (type === 'directory') this.counts.dirs++;

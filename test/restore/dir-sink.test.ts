@@ -284,6 +284,17 @@ describe('DirSink', () => {
     expect(r.files).toBe(1);
   });
 
+  it('takes concurrent add() calls in call order, and refuses add() after finish()', async () => {
+    const sink = new DirSink(root, { overwrite: false });
+    const names = Array.from({ length: 50 }, (_, i) => `d${i % 5}/f${i}`);
+    await Promise.all(names.map((n) => sink.add(...file(n, n))));
+    const r = await sink.finish();
+    expect(r.files).toBe(50);
+    for (const n of names) expect(readFileSync(join(root, n), 'utf8')).toBe(n);
+    const e = await sink.add(...file('late', 'x')).catch((err: unknown) => err);
+    expect(isVdbakError(e) && e.code).toBe('RESTORE_SINK_FINISHED');
+  });
+
   it('refuses a destination that is a file, with a typed error', async () => {
     writeFileSync(join(scratch, 'afile'), '');
     const sink = new DirSink(join(scratch, 'afile'), { overwrite: false });
