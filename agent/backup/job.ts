@@ -86,7 +86,11 @@ export interface BackupOptions {
   onProgress?: (s: LiveStats) => void;
   /** Folders a disk's snapshot parents must lie in (the datastores). */
   parentRoots?: string[];
+  /** Test hook: called at the crash-relevant steps (crash tests kill the process there). */
+  hook?: (step: BackupStep) => void;
 }
+
+export type BackupStep = 'pack-stored' | 'pack-recorded' | 'before-complete';
 
 interface Part {
   stream?: string;
@@ -433,8 +437,10 @@ class BackupRun {
     const finished = this.pack.finish();
     const name = packObjectName(finished.id);
     await this.repo.target.put(name, finished.bytes);
+    this.opts.hook?.('pack-stored');
     this.cat.addPack(name, finished.bytes.length, finished.entries);
     this.writer.tick();
+    this.opts.hook?.('pack-recorded');
     this.stats.bytesSent += finished.bytes.length;
     this.stats.packs++;
   }
@@ -603,6 +609,7 @@ export async function backupVm(repo: Repo, source: BackupSource, opts: BackupOpt
       volumes,
     };
     delete result.currentPath;
+    opts.hook?.('before-complete');
     const { warningList, ...stats } = result;
     cat.completeBackup(backupId, { ...stats, warnings: warningList.slice(0, 1000) });
     run.progress(true);

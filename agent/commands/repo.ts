@@ -4,7 +4,7 @@
 import { parseArgs } from 'node:util';
 import { humanBytes } from '../format.js';
 import { initRepo, lockRepo, openRepo, repoPath } from '../repo.js';
-import { backupVm, type BackupResult, type LiveStats } from '../backup/job.js';
+import { backupVm, type BackupResult, type BackupStep, type LiveStats } from '../backup/job.js';
 import { createPool, defaultThreads } from '../backup/pool.js';
 import { resolveSources } from '../source/resolve.js';
 import { writeOut } from '../stdout.js';
@@ -104,6 +104,20 @@ export function summaryText(r: BackupResult): string {
   return `${lines.join('\n')}\n`;
 }
 
+/**
+ * Crash tests set VDBAK_TEST_KILL_BACKUP_AT=<step>[:<n>] to die abruptly (SIGKILL)
+ * the n-th time (default 1st) the backup reaches that step. Never set in production.
+ */
+function crashHook(): ((step: BackupStep) => void) | undefined {
+  const spec = process.env.VDBAK_TEST_KILL_BACKUP_AT;
+  if (!spec) return undefined;
+  const [at, nth = '1'] = spec.split(':');
+  let seen = 0;
+  return (step) => {
+    if (step === at && ++seen >= Number(nth)) process.kill(process.pid, 'SIGKILL');
+  };
+}
+
 export async function cmdBackup(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args,
@@ -139,7 +153,7 @@ export async function cmdBackup(args: string[]): Promise<number> {
     for (const src of sources) {
       const bar = progressLine(src.name);
       try {
-        const r = await backupVm(repo, src, { pool, onProgress: (s) => bar.update(s) });
+        const r = await backupVm(repo, src, { pool, onProgress: (s) => bar.update(s), hook: crashHook() });
         bar.done();
         await writeOut(values.json ? `${JSON.stringify(r)}\n` : summaryText(r));
       } catch (e) {
