@@ -5,7 +5,7 @@
  * them too.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -55,12 +55,78 @@ vdbak('inspect', lin);
 vdbak('ls', lin, '/', '-R');
 vdbak('cat', lin, '/home/bob/notes.txt');
 
+// ---- backups ------------------------------------------------------------------------------
+const repo = join(root, '.cache', 'demo', 'repo');
+const storeRel = rel(store);
+rmSync(repo, { recursive: true, force: true });
+process.env.VDBAK_REPO = repo;
+
+say('Backups: create a repository (a SQLite catalog and a backup target folder)');
+process.stdout.write(`Every command below uses it through VDBAK_REPO=${rel(repo)} (or --repo DIR).\n`);
+vdbak('init');
+
+say('Back up both VMs: every disk, every volume, every file, cut into deduplicated chunks');
+process.stdout.write(
+  'The EFI partition holds no filesystem vdbak reads: it is kept as its allocated bytes, and said so.\n',
+);
+vdbak('backup', join(storeRel, 'win01'), join(storeRel, 'lin01'));
+
+say('Browse a backup without the VM or its disks: volumes are d<disk>p<partition>, or their label');
+vdbak('backups');
+vdbak('ls', 'win01', '/WINDOWS/Users/ana/Documents', '-l');
+
+say('Inside lin01 a user edits a file (we change the disk image with debugfs, as the VM would)');
+const work = join(root, '.cache', 'demo', 'work');
+mkdirSync(work, { recursive: true });
+writeFileSync(join(work, 'notes.txt'), 'remember the milk\nand the bread\n');
+const linVmdk = join(store, 'lin01', 'lin01.vmdk');
+const edit = spawnSync(
+  'bash',
+  [
+    '-c',
+    `set -e; cd "${work}"; qemu-img convert -O raw "${linVmdk}" lin.raw
+     start=$(sfdisk --json lin.raw | jq '.partitiontable.partitions[0].start')
+     size=$(sfdisk --json lin.raw | jq '.partitiontable.partitions[0].size')
+     dd if=lin.raw of=part.img bs=512 skip=$start count=$size status=none
+     debugfs -w -R "rm /home/bob/notes.txt" part.img >/dev/null 2>&1
+     debugfs -w -R "write notes.txt /home/bob/notes.txt" part.img >/dev/null 2>&1
+     dd if=part.img of=lin.raw bs=512 seek=$start conv=notrunc status=none
+     qemu-img convert -f raw -O vmdk -o subformat=streamOptimized lin.raw "${linVmdk}.new"
+     mv "${linVmdk}.new" "${linVmdk}"; rm -f lin.raw part.img
+     rm -f "${join(store, '.done')}"`,
+  ],
+  { stdio: 'inherit' },
+);
+if (edit.status !== 0) {
+  process.stderr.write('demo: changing the Linux disk failed (see above)\n');
+  process.exit(1);
+}
+
+say('Back up lin01 again: only the changed file is read, only its new chunk is sent');
+vdbak('backup', join(storeRel, 'lin01'));
+
+say('Find a file across every backup, and see its versions');
+vdbak('find', 'notes*');
+vdbak('versions', 'lin01', '/d0p1/home/bob/notes.txt');
+
+say('Restore: the file as it is now, and as it was one backup before (lin01~1)');
+const out = join(root, '.cache', 'demo', 'restored');
+rmSync(out, { recursive: true, force: true });
+vdbak('cat', 'lin01', '/d0p1/home/bob/notes.txt');
+vdbak('restore', 'lin01~1', '/linroot/home/bob/notes.txt', '--to', rel(out));
+process.stdout.write(`${rel(join(out, 'notes.txt'))} now holds the older version:\n`);
+process.stdout.write(readFileSync(join(out, 'notes.txt'), 'utf8'));
+vdbak('restore', 'win01', '/d0p2/Users/ana', '--to', rel(join(out, 'win01')));
+
+say('Keep the repository healthy: verify every chunk of every backup');
+vdbak('check', '--read-data');
+
 say('Next steps');
 process.stdout.write(
   [
-    `Every command takes any disk image: try 'vdbak inspect --json ${lin}' for scripts,`,
-    `or 'vdbak dump ${lin} --volume 1 > ext4.img' to hand vdbak's view of a volume to other tools.`,
-    "Backups into a deduplicated repository are the next milestone (see the project's issues).",
+    `Every command takes any disk image: try 'vdbak inspect --json ${lin}' for scripts.`,
+    "'vdbak --help' lists the rest: restore --tar, forget with retention rules, prune.",
+    `The demo's repository stays in ${rel(repo)}; run 'npm run demo' again to start over.`,
     '',
   ].join('\n'),
 );

@@ -18,6 +18,7 @@ import { hostname } from 'node:os';
 import type { Catalog } from '../../catalog/catalog.js';
 import type { RunRecord, StreamRecord, VersionRecord } from '../../catalog/records.js';
 import { sameContent } from '../../catalog/records.js';
+import { totalLength } from '../../parsers/blockdevice.js';
 import { errorsFor, isVdbakError, type SerializedError } from '../../parsers/errors.js';
 import type { DataRun, FsEntry } from '../../parsers/fs/types.js';
 import { type EncodedChunk } from '../../transport/codec.js';
@@ -555,6 +556,7 @@ export async function backupVm(repo: Repo, source: BackupSource, opts: BackupOpt
           try {
             const info = ov.fs.info();
             label = info.label || undefined;
+            run.stats.totalBytes += info.usedBytes;
             uuid = info.uuid || undefined;
           } catch (e) {
             run.warn(`${ov.device.name}: filesystem summary: ${describe(e)}`);
@@ -585,6 +587,7 @@ export async function backupVm(repo: Repo, source: BackupSource, opts: BackupOpt
                 : 'no filesystem vdbak reads'
             }; kept as its allocated bytes`,
           );
+          run.stats.totalBytes += totalLength(ov.device.allocated(0, ov.device.size));
           await run.rawVolume(d.path, d.format, ov, volumeId);
           entries = 1;
         }

@@ -313,7 +313,7 @@ export async function cmdRestore(args: string[]): Promise<number> {
       sink = new DirSink(values.to, { overwrite: values.overwrite ?? false });
     } else {
       const { TarSink } = await import('../restore/tar-sink.js');
-      if (values.tar === '-') sink = new TarSink(process.stdout);
+      if (values.tar === '-') sink = new TarSink(process.stdout, { end: false });
       else {
         if (existsSync(values.tar!) && !values.overwrite) {
           throw errorsFor({ image: values.tar!, layer: 'restore' }).unsupported(

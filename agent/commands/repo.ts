@@ -7,6 +7,7 @@ import { initRepo, lockRepo, openRepo, repoPath } from '../repo.js';
 import { backupVm, type BackupResult, type BackupStep, type LiveStats } from '../backup/job.js';
 import { createPool, defaultThreads } from '../backup/pool.js';
 import { resolveSources } from '../source/resolve.js';
+import { ProgressBar, sanitizeForTerminal } from '../progress.js';
 import { writeOut } from '../stdout.js';
 import { UsageError } from './usage.js';
 
@@ -51,33 +52,6 @@ export async function cmdInit(args: string[]): Promise<number> {
   return 0;
 }
 
-/** One line of live progress on a terminal; nothing when stderr is not a TTY. */
-function progressLine(vm: string): { update(s: LiveStats): void; done(): void } {
-  const out = process.stderr;
-  if (!out.isTTY) return { update() {}, done() {} };
-  const t0 = Date.now();
-  let last = 0;
-  let shown = false;
-  return {
-    update(s) {
-      const now = Date.now();
-      if (now - last < 200) return;
-      last = now;
-      const secs = Math.max(0.001, (now - t0) / 1000);
-      const rate = s.bytesScanned / secs;
-      const eta =
-        s.totalBytes > s.bytesScanned && rate > 0 ? ` ETA ${Math.round((s.totalBytes - s.bytesScanned) / rate)}s` : '';
-      const line = `${vm}: ${s.files} files, ${humanBytes(s.bytesScanned)} scanned, ${humanBytes(s.bytesRead)} read, ${humanBytes(s.bytesSent)} sent, ${humanBytes(rate)}/s${eta}  ${s.currentPath ?? ''}`;
-      const cols = out.columns || 80;
-      out.write(`\r\x1b[2K${line.slice(0, cols - 1)}`);
-      shown = true;
-    },
-    done() {
-      if (shown) out.write('\r\x1b[2K');
-    },
-  };
-}
-
 export function summaryText(r: BackupResult): string {
   const secs = r.durationMs / 1000;
   const ratio = r.bytesSent > 0 ? r.bytesScanned / r.bytesSent : 0;
@@ -98,7 +72,7 @@ export function summaryText(r: BackupResult): string {
   }
   if (r.warningList.length) {
     lines.push(`  warnings       ${r.warningList.length}`);
-    for (const w of r.warningList.slice(0, 20)) lines.push(`    - ${w}`);
+    for (const w of r.warningList.slice(0, 20)) lines.push(`    - ${sanitizeForTerminal(w)}`);
     if (r.warningList.length > 20) lines.push(`    … and ${r.warningList.length - 20} more (see --json)`);
   }
   return `${lines.join('\n')}\n`;
@@ -151,9 +125,13 @@ export async function cmdBackup(args: string[]): Promise<number> {
     process.once('SIGINT', onSignal);
     process.once('SIGTERM', onSignal);
     for (const src of sources) {
-      const bar = progressLine(src.name);
+      const bar = new ProgressBar(process.stderr, { label: src.name });
       try {
-        const r = await backupVm(repo, src, { pool, onProgress: (s) => bar.update(s), hook: crashHook() });
+        const r = await backupVm(repo, src, {
+          pool,
+          onProgress: (s) => bar.update({ ...s, totalBytes: s.totalBytes || undefined }),
+          hook: crashHook(),
+        });
         bar.done();
         await writeOut(values.json ? `${JSON.stringify(r)}\n` : summaryText(r));
       } catch (e) {
