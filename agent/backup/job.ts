@@ -31,7 +31,7 @@ import type { BackupPool } from './pool.js';
 import type { ItemResult, ReadTask, TaskItem, TaskResult } from './worker.js';
 
 /** A large stream is read as independent segments of this size (parallelism and bounded task results). */
-export const SEGMENT_BYTES = 32 * 1024 * 1024;
+export const SEGMENT_BYTES = 16 * 1024 * 1024;
 /** A task closes at this many bytes of content or items. */
 const TASK_BYTES = 8 * 1024 * 1024;
 const TASK_ITEMS = 512;
