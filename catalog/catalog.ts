@@ -443,7 +443,7 @@ export class Catalog {
       .prepare(
         `SELECT ${VERSION_COLUMNS} FROM versions v JOIN dirs d ON d.id = v.dir_id
          WHERE v.volume_id = ? AND d.path = ? AND v.name = ? AND v.last_backup IS NULL
-           AND v.first_backup IN (SELECT id FROM backups WHERE state = 'complete')`,
+           AND v.first_backup NOT IN (SELECT id FROM backups WHERE state <> 'complete')`,
       )
       .get(volumeId, dir, name) as Row | undefined;
     return r ? toVersion(r) : undefined;
@@ -574,7 +574,7 @@ export class Catalog {
     const stmt = this.db.prepare(
       `SELECT ${VERSION_COLUMNS} FROM versions v JOIN dirs d ON d.id = v.dir_id
        WHERE (? IS NULL OR v.volume_id IN (SELECT value FROM json_each(?)))
-         AND v.first_backup IN (SELECT id FROM backups WHERE state = 'complete')`,
+         AND v.first_backup NOT IN (SELECT id FROM backups WHERE state <> 'complete')`,
     );
     const ids = volumeIds ? JSON.stringify(volumeIds) : null;
     for (const r of stmt.iterate(ids, ids) as Iterable<Row>) yield toVersion(r);
