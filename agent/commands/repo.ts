@@ -143,6 +143,11 @@ export async function cmdBackup(args: string[]): Promise<number> {
     }
   } finally {
     await pool.close();
+    try {
+      repo.catalog.checkpoint(); // fold the WAL into the catalog file: its size is the catalog's size
+    } catch {
+      // a reader holds the WAL: it is folded in later
+    }
     release?.();
     repo.close();
   }
