@@ -30,6 +30,10 @@ Repository health:
   vdbak check [--read-data] [--json]
   vdbak forget [--keep-last N] [--keep-hourly N] [--keep-daily N] [--keep-weekly N] [--keep-monthly N] [--keep-yearly N] [--vm VM] [--dry-run] [--prune]
   vdbak prune [--dry-run]
+  vdbak ship-catalog [--keep N] [--json]
+      copy the catalog to the target (catalog/*.db.zst + manifest), keep the last N (default 7)
+  vdbak recover --from-target PATH --repo NEWDIR [--json]
+      rebuild a repository on a new machine from the target's newest verified catalog copy
 
 Disk images directly (no backup needed):
   vdbak inspect <disk> [--json]
@@ -139,6 +143,10 @@ export async function main(argv: string[]): Promise<number> {
       return (await import('./commands/maint.js')).cmdForget(rest);
     case 'prune':
       return (await import('./commands/maint.js')).cmdPrune(rest);
+    case 'ship-catalog':
+      return (await import('./commands/ship.js')).cmdShipCatalog(rest);
+    case 'recover':
+      return (await import('./commands/ship.js')).cmdRecover(rest);
     default:
       throw new UsageError(`unknown command '${cmd}'`);
   }
