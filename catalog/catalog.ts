@@ -148,6 +148,8 @@ export interface OpenCatalogOptions {
 export class Catalog {
   readonly db: Database.Database;
   private dirCache = new Map<string, number>();
+  /** Prepared statements by SQL text: preparing costs more than running most of these queries. */
+  private readonly stmts = new Map<string, Database.Statement>();
 
   private constructor(
     readonly path: string,
@@ -183,6 +185,15 @@ export class Catalog {
     return cat;
   }
 
+  private st(sql: string): Database.Statement {
+    let s = this.stmts.get(sql);
+    if (!s) {
+      s = this.db.prepare(sql);
+      this.stmts.set(sql, s);
+    }
+    return s;
+  }
+
   close(): void {
     if (this.db.open) this.db.close();
   }
@@ -194,39 +205,38 @@ export class Catalog {
   // ---- meta ---------------------------------------------------------------------------------
 
   getMeta(key: string): string | undefined {
-    const r = this.db.prepare('SELECT value FROM meta WHERE key = ?').get(key) as Row | undefined;
+    const r = this.st('SELECT value FROM meta WHERE key = ?').get(key) as Row | undefined;
     return r ? (r.value as string) : undefined;
   }
 
   setMeta(key: string, value: string): void {
-    this.db
-      .prepare('INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value')
-      .run(key, value);
+    this.st('INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value').run(
+      key,
+      value,
+    );
   }
 
   // ---- VMs, disks, volumes --------------------------------------------------------------------
 
   upsertVm(v: { identity: string; name: string; kind: string; configPath?: string }, nowMs = Date.now()): number {
-    const r = this.db
-      .prepare(
-        `INSERT INTO vms(identity, name, kind, config_path, first_seen_ms, last_seen_ms) VALUES (?, ?, ?, ?, ?, ?)
+    const r = this.st(
+      `INSERT INTO vms(identity, name, kind, config_path, first_seen_ms, last_seen_ms) VALUES (?, ?, ?, ?, ?, ?)
          ON CONFLICT(identity) DO UPDATE SET name = excluded.name, kind = excluded.kind, config_path = excluded.config_path, last_seen_ms = excluded.last_seen_ms
          RETURNING id`,
-      )
-      .get(v.identity, v.name, v.kind, v.configPath ?? null, nowMs, nowMs) as Row;
+    ).get(v.identity, v.name, v.kind, v.configPath ?? null, nowMs, nowMs) as Row;
     return n(r.id);
   }
 
   vms(): VmRow[] {
-    return (
-      this.db.prepare('SELECT id, identity, name, kind, config_path FROM vms ORDER BY name, id').all() as Row[]
-    ).map((r) => ({
-      id: n(r.id),
-      identity: r.identity as string,
-      name: r.name as string,
-      kind: r.kind as string,
-      configPath: (r.config_path as string | null) ?? null,
-    }));
+    return (this.st('SELECT id, identity, name, kind, config_path FROM vms ORDER BY name, id').all() as Row[]).map(
+      (r) => ({
+        id: n(r.id),
+        identity: r.identity as string,
+        name: r.name as string,
+        kind: r.kind as string,
+        configPath: (r.config_path as string | null) ?? null,
+      }),
+    );
   }
 
   /** VMs called `name` (a name may repeat when two VMs share a display name), or whose identity is `name`. */
@@ -235,31 +245,27 @@ export class Catalog {
   }
 
   upsertDisk(vmId: number, slot: string, diskIndex: number): number {
-    const r = this.db
-      .prepare(
-        `INSERT INTO disks(vm_id, slot, disk_index) VALUES (?, ?, ?)
+    const r = this.st(
+      `INSERT INTO disks(vm_id, slot, disk_index) VALUES (?, ?, ?)
          ON CONFLICT(vm_id, slot) DO UPDATE SET disk_index = excluded.disk_index RETURNING id`,
-      )
-      .get(vmId, slot, diskIndex) as Row;
+    ).get(vmId, slot, diskIndex) as Row;
     return n(r.id);
   }
 
   upsertVolume(diskId: number, partIndex: number, name: string): number {
-    const r = this.db
-      .prepare(
-        `INSERT INTO volumes(disk_id, part_index, name) VALUES (?, ?, ?)
+    const r = this.st(
+      `INSERT INTO volumes(disk_id, part_index, name) VALUES (?, ?, ?)
          ON CONFLICT(disk_id, part_index) DO UPDATE SET name = excluded.name RETURNING id`,
-      )
-      .get(diskId, partIndex, name) as Row;
+    ).get(diskId, partIndex, name) as Row;
     return n(r.id);
   }
 
   // ---- backups ----------------------------------------------------------------------------------
 
   beginBackup(vmId: number, pid: number, host: string, nowMs = Date.now()): number {
-    const r = this.db
-      .prepare(`INSERT INTO backups(vm_id, state, started_ms, pid, host) VALUES (?, 'running', ?, ?, ?) RETURNING id`)
-      .get(vmId, nowMs, pid, host) as Row;
+    const r = this.st(
+      `INSERT INTO backups(vm_id, state, started_ms, pid, host) VALUES (?, 'running', ?, ?, ?) RETURNING id`,
+    ).get(vmId, nowMs, pid, host) as Row;
     return n(r.id);
   }
 
@@ -268,11 +274,9 @@ export class Catalog {
     diskId: number,
     d: { imagePath: string; format: string; size: number; scheme?: string },
   ): void {
-    this.db
-      .prepare(
-        'INSERT INTO backup_disks(backup_id, disk_id, image_path, format, size, scheme) VALUES (?, ?, ?, ?, ?, ?)',
-      )
-      .run(backupId, diskId, d.imagePath, d.format, d.size, d.scheme ?? null);
+    this.st(
+      'INSERT INTO backup_disks(backup_id, disk_id, image_path, format, size, scheme) VALUES (?, ?, ?, ?, ?, ?)',
+    ).run(backupId, diskId, d.imagePath, d.format, d.size, d.scheme ?? null);
   }
 
   addBackupVolume(
@@ -280,17 +284,17 @@ export class Catalog {
     volumeId: number,
     v: { offset: number; length: number; fsType?: string; label?: string; uuid?: string; mode: 'files' | 'raw' },
   ): void {
-    this.db
-      .prepare(
-        'INSERT INTO backup_volumes(backup_id, volume_id, offset, length, fs_type, label, uuid, mode) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
-      )
-      .run(backupId, volumeId, v.offset, v.length, v.fsType ?? null, v.label ?? null, v.uuid ?? null, v.mode);
+    this.st(
+      'INSERT INTO backup_volumes(backup_id, volume_id, offset, length, fs_type, label, uuid, mode) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
+    ).run(backupId, volumeId, v.offset, v.length, v.fsType ?? null, v.label ?? null, v.uuid ?? null, v.mode);
   }
 
   setVolumeProblems(backupId: number, volumeId: number, problems: unknown[]): void {
-    this.db
-      .prepare('UPDATE backup_volumes SET problems = ? WHERE backup_id = ? AND volume_id = ?')
-      .run(problems.length ? JSON.stringify(problems) : null, backupId, volumeId);
+    this.st('UPDATE backup_volumes SET problems = ? WHERE backup_id = ? AND volume_id = ?').run(
+      problems.length ? JSON.stringify(problems) : null,
+      backupId,
+      volumeId,
+    );
   }
 
   /**
@@ -300,17 +304,17 @@ export class Catalog {
    */
   completeBackup(backupId: number, stats: Record<string, unknown>, nowMs = Date.now()): void {
     this.tx(() => {
-      this.db
-        .prepare(
-          `UPDATE versions SET last_backup = ?
+      this.st(
+        `UPDATE versions SET last_backup = ?
            WHERE last_backup IS NULL AND first_backup < ?
              AND volume_id IN (SELECT volume_id FROM backup_volumes WHERE backup_id = ?)
              AND id NOT IN (SELECT id FROM temp.seen)`,
-        )
-        .run(backupId, backupId, backupId);
-      this.db
-        .prepare(`UPDATE backups SET state = 'complete', finished_ms = ?, stats = ?, pid = NULL WHERE id = ?`)
-        .run(nowMs, JSON.stringify(stats), backupId);
+      ).run(backupId, backupId, backupId);
+      this.st(`UPDATE backups SET state = 'complete', finished_ms = ?, stats = ?, pid = NULL WHERE id = ?`).run(
+        nowMs,
+        JSON.stringify(stats),
+        backupId,
+      );
     });
     this.db.exec('DELETE FROM temp.seen');
   }
@@ -318,18 +322,20 @@ export class Catalog {
   /** Marks a backup failed and drops what it wrote (nothing of it was ever visible). */
   failBackup(backupId: number, error: string, nowMs = Date.now()): void {
     this.tx(() => {
-      this.db.prepare('DELETE FROM versions WHERE first_backup = ?').run(backupId);
-      this.db.prepare('DELETE FROM backup_volumes WHERE backup_id = ?').run(backupId);
-      this.db.prepare('DELETE FROM backup_disks WHERE backup_id = ?').run(backupId);
-      this.db
-        .prepare(`UPDATE backups SET state = 'failed', finished_ms = ?, error = ?, pid = NULL WHERE id = ?`)
-        .run(nowMs, error, backupId);
+      this.st('DELETE FROM versions WHERE first_backup = ?').run(backupId);
+      this.st('DELETE FROM backup_volumes WHERE backup_id = ?').run(backupId);
+      this.st('DELETE FROM backup_disks WHERE backup_id = ?').run(backupId);
+      this.st(`UPDATE backups SET state = 'failed', finished_ms = ?, error = ?, pid = NULL WHERE id = ?`).run(
+        nowMs,
+        error,
+        backupId,
+      );
     });
   }
 
   /** Running backups whose writer is gone (killed, crashed): failed, their rows removed. Returns their ids. */
   reapDeadBackups(isAlive: (pid: number, host: string) => boolean): number[] {
-    const dead = (this.db.prepare(`SELECT id, pid, host FROM backups WHERE state = 'running'`).all() as Row[]).filter(
+    const dead = (this.st(`SELECT id, pid, host FROM backups WHERE state = 'running'`).all() as Row[]).filter(
       (r) => r.pid === null || !isAlive(n(r.pid), (r.host as string) ?? ''),
     );
     for (const r of dead) this.failBackup(n(r.id), 'interrupted: the process that ran it is gone');
@@ -351,19 +357,17 @@ export class Catalog {
 
   backups(opts: { vmId?: number; states?: BackupState[] } = {}): BackupRow[] {
     const states = opts.states ?? ['complete'];
-    const rows = this.db
-      .prepare(
-        `SELECT b.*, m.name AS vm_name FROM backups b JOIN vms m ON m.id = b.vm_id
+    const rows = this.st(
+      `SELECT b.*, m.name AS vm_name FROM backups b JOIN vms m ON m.id = b.vm_id
          WHERE (? IS NULL OR b.vm_id = ?) AND b.state IN (SELECT value FROM json_each(?)) ORDER BY b.id`,
-      )
-      .all(opts.vmId ?? null, opts.vmId ?? null, JSON.stringify(states)) as Row[];
+    ).all(opts.vmId ?? null, opts.vmId ?? null, JSON.stringify(states)) as Row[];
     return rows.map((r) => this.backupFromRow(r));
   }
 
   backup(id: number): BackupRow | undefined {
-    const r = this.db
-      .prepare('SELECT b.*, m.name AS vm_name FROM backups b JOIN vms m ON m.id = b.vm_id WHERE b.id = ?')
-      .get(id) as Row | undefined;
+    const r = this.st('SELECT b.*, m.name AS vm_name FROM backups b JOIN vms m ON m.id = b.vm_id WHERE b.id = ?').get(
+      id,
+    ) as Row | undefined;
     return r ? this.backupFromRow(r) : undefined;
   }
 
@@ -377,11 +381,9 @@ export class Catalog {
     scheme: string | null;
   }[] {
     return (
-      this.db
-        .prepare(
-          `SELECT bd.*, d.slot, d.disk_index FROM backup_disks bd JOIN disks d ON d.id = bd.disk_id WHERE bd.backup_id = ? ORDER BY d.disk_index`,
-        )
-        .all(backupId) as Row[]
+      this.st(
+        `SELECT bd.*, d.slot, d.disk_index FROM backup_disks bd JOIN disks d ON d.id = bd.disk_id WHERE bd.backup_id = ? ORDER BY d.disk_index`,
+      ).all(backupId) as Row[]
     ).map((r) => ({
       diskId: n(r.disk_id),
       slot: r.slot as string,
@@ -395,13 +397,11 @@ export class Catalog {
 
   backupVolumes(backupId: number): BackupVolumeRow[] {
     return (
-      this.db
-        .prepare(
-          `SELECT bv.*, v.name, v.part_index, d.disk_index FROM backup_volumes bv
+      this.st(
+        `SELECT bv.*, v.name, v.part_index, d.disk_index FROM backup_volumes bv
            JOIN volumes v ON v.id = bv.volume_id JOIN disks d ON d.id = v.disk_id
            WHERE bv.backup_id = ? ORDER BY d.disk_index, v.part_index`,
-        )
-        .all(backupId) as Row[]
+      ).all(backupId) as Row[]
     ).map((r) => ({
       backupId: n(r.backup_id),
       volumeId: n(r.volume_id),
@@ -425,11 +425,9 @@ export class Catalog {
     const key = `${volumeId}\0${dir}`;
     const hit = this.dirCache.get(key);
     if (hit !== undefined) return hit;
-    const r = this.db
-      .prepare(
-        `INSERT INTO dirs(volume_id, path) VALUES (?, ?) ON CONFLICT(volume_id, path) DO UPDATE SET path = excluded.path RETURNING id`,
-      )
-      .get(volumeId, dir) as Row;
+    const r = this.st(
+      `INSERT INTO dirs(volume_id, path) VALUES (?, ?) ON CONFLICT(volume_id, path) DO UPDATE SET path = excluded.path RETURNING id`,
+    ).get(volumeId, dir) as Row;
     const id = n(r.id);
     if (this.dirCache.size > 100_000) this.dirCache.clear();
     this.dirCache.set(key, id);
@@ -439,19 +437,17 @@ export class Catalog {
   /** The current (latest, still open) version of a path, as the next backup compares against it. */
   currentVersion(volumeId: number, path: string): VersionRow | undefined {
     const { dir, name } = splitPath(path);
-    const r = this.db
-      .prepare(
-        `SELECT ${VERSION_COLUMNS} FROM versions v JOIN dirs d ON d.id = v.dir_id
+    const r = this.st(
+      `SELECT ${VERSION_COLUMNS} FROM versions v JOIN dirs d ON d.id = v.dir_id
          WHERE v.volume_id = ? AND d.path = ? AND v.name = ? AND v.last_backup IS NULL
            AND v.first_backup NOT IN (SELECT id FROM backups WHERE state <> 'complete')`,
-      )
-      .get(volumeId, dir, name) as Row | undefined;
+    ).get(volumeId, dir, name) as Row | undefined;
     return r ? toVersion(r) : undefined;
   }
 
   /** Records that backup in progress saw an unchanged version (it stays open). */
   markSeen(versionId: number): void {
-    this.db.prepare('INSERT OR IGNORE INTO temp.seen(id) VALUES (?)').run(versionId);
+    this.st('INSERT OR IGNORE INTO temp.seen(id) VALUES (?)').run(versionId);
   }
 
   /** Prepares the per-connection scratch table of seen versions for one backup. */
@@ -462,34 +458,32 @@ export class Catalog {
   insertVersion(volumeId: number, path: string, backupId: number, v: VersionRecord): number {
     const { dir, name } = splitPath(path);
     const dirId = this.dirId(volumeId, dir);
-    const r = this.db
-      .prepare(
-        `INSERT INTO versions(volume_id, dir_id, name, first_backup, fs_id, type, size, mode, uid, gid, nlink,
+    const r = this.st(
+      `INSERT INTO versions(volume_id, dir_id, name, first_backup, fs_id, type, size, mode, uid, gid, nlink,
            mtime_ns, atime_ns, ctime_ns, btime_ns, link_target, meta, runs, chunks, streams)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
-      )
-      .get(
-        volumeId,
-        dirId,
-        name,
-        backupId,
-        v.fsId,
-        v.type,
-        v.size,
-        v.mode,
-        v.uid,
-        v.gid,
-        v.nlink,
-        v.mtimeNs,
-        v.atimeNs,
-        v.ctimeNs,
-        v.btimeNs ?? null,
-        v.linkTarget ?? null,
-        v.meta && Object.keys(v.meta).length ? JSON.stringify(v.meta) : null,
-        v.runs && v.runs.length ? encodeRuns(v.runs) : null,
-        v.chunks ? encodeHashes(v.chunks) : null,
-        v.streams && v.streams.length ? JSON.stringify(v.streams) : null,
-      ) as Row;
+    ).get(
+      volumeId,
+      dirId,
+      name,
+      backupId,
+      v.fsId,
+      v.type,
+      v.size,
+      v.mode,
+      v.uid,
+      v.gid,
+      v.nlink,
+      v.mtimeNs,
+      v.atimeNs,
+      v.ctimeNs,
+      v.btimeNs ?? null,
+      v.linkTarget ?? null,
+      v.meta && Object.keys(v.meta).length ? JSON.stringify(v.meta) : null,
+      v.runs && v.runs.length ? encodeRuns(v.runs) : null,
+      v.chunks ? encodeHashes(v.chunks) : null,
+      v.streams && v.streams.length ? JSON.stringify(v.streams) : null,
+    ) as Row;
     return n(r.id);
   }
 
@@ -498,12 +492,10 @@ export class Catalog {
   /** One path of one volume as it was in a backup. */
   lookup(backupId: number, volumeId: number, path: string): VersionRow | undefined {
     const { dir, name } = splitPath(path);
-    const r = this.db
-      .prepare(
-        `SELECT ${VERSION_COLUMNS} FROM versions v JOIN dirs d ON d.id = v.dir_id
+    const r = this.st(
+      `SELECT ${VERSION_COLUMNS} FROM versions v JOIN dirs d ON d.id = v.dir_id
          WHERE d.volume_id = ? AND d.path = ? AND v.name = ? AND ${IN_BACKUP}`,
-      )
-      .get(volumeId, dir, name, backupId, backupId) as Row | undefined;
+    ).get(volumeId, dir, name, backupId, backupId) as Row | undefined;
     return r ? toVersion(r) : undefined;
   }
 
@@ -511,12 +503,10 @@ export class Catalog {
   list(backupId: number, volumeId: number, dirPath: string): VersionRow[] {
     const dir = dirPath === '/' ? '/' : dirPath.replace(/\/+$/, '');
     return (
-      this.db
-        .prepare(
-          `SELECT ${VERSION_COLUMNS} FROM versions v JOIN dirs d ON d.id = v.dir_id
+      this.st(
+        `SELECT ${VERSION_COLUMNS} FROM versions v JOIN dirs d ON d.id = v.dir_id
            WHERE d.volume_id = ? AND d.path = ? AND ${IN_BACKUP} ORDER BY v.name`,
-        )
-        .all(volumeId, dir, backupId, backupId) as Row[]
+      ).all(volumeId, dir, backupId, backupId) as Row[]
     ).map(toVersion);
   }
 
@@ -544,12 +534,10 @@ export class Catalog {
   history(volumeId: number, path: string): { version: VersionRow; backups: number[] }[] {
     const { dir, name } = splitPath(path);
     const rows = (
-      this.db
-        .prepare(
-          `SELECT ${VERSION_COLUMNS} FROM versions v JOIN dirs d ON d.id = v.dir_id
+      this.st(
+        `SELECT ${VERSION_COLUMNS} FROM versions v JOIN dirs d ON d.id = v.dir_id
            WHERE d.volume_id = ? AND d.path = ? AND v.name = ? ORDER BY v.first_backup`,
-        )
-        .all(volumeId, dir, name) as Row[]
+      ).all(volumeId, dir, name) as Row[]
     ).map(toVersion);
     return rows
       .map((version) => ({ version, backups: this.backupsHolding(version) }))
@@ -559,19 +547,17 @@ export class Catalog {
   /** The complete backups of a version's volume that hold this version. */
   backupsHolding(v: { volumeId: number; firstBackup: number; lastBackup: number | null }): number[] {
     return (
-      this.db
-        .prepare(
-          `SELECT bv.backup_id FROM backup_volumes bv JOIN backups b ON b.id = bv.backup_id
+      this.st(
+        `SELECT bv.backup_id FROM backup_volumes bv JOIN backups b ON b.id = bv.backup_id
            WHERE bv.volume_id = ? AND b.state = 'complete' AND bv.backup_id >= ? AND (? IS NULL OR bv.backup_id < ?)
            ORDER BY bv.backup_id`,
-        )
-        .all(v.volumeId, v.firstBackup, v.lastBackup, v.lastBackup) as Row[]
+      ).all(v.volumeId, v.firstBackup, v.lastBackup, v.lastBackup) as Row[]
     ).map((r) => n(r.backup_id));
   }
 
   /** Iterates every version (any backup) of the given volumes, or of all volumes; the caller filters. */
   *allVersions(volumeIds?: number[]): Generator<VersionRow> {
-    const stmt = this.db.prepare(
+    const stmt = this.st(
       `SELECT ${VERSION_COLUMNS} FROM versions v JOIN dirs d ON d.id = v.dir_id
        WHERE (? IS NULL OR v.volume_id IN (SELECT value FROM json_each(?)))
          AND v.first_backup NOT IN (SELECT id FROM backups WHERE state <> 'complete')`,
@@ -583,11 +569,9 @@ export class Catalog {
   /** Volumes with their VM and disk, for naming search results. */
   volumeNames(): Map<number, { vmId: number; vmName: string; name: string }> {
     const m = new Map<number, { vmId: number; vmName: string; name: string }>();
-    for (const r of this.db
-      .prepare(
-        'SELECT v.id, v.name, d.vm_id, m.name AS vm_name FROM volumes v JOIN disks d ON d.id = v.disk_id JOIN vms m ON m.id = d.vm_id',
-      )
-      .all() as Row[]) {
+    for (const r of this.st(
+      'SELECT v.id, v.name, d.vm_id, m.name AS vm_name FROM volumes v JOIN disks d ON d.id = v.disk_id JOIN vms m ON m.id = d.vm_id',
+    ).all() as Row[]) {
       m.set(n(r.id), { vmId: n(r.vm_id), vmName: r.vm_name as string, name: r.name as string });
     }
     return m;
@@ -596,22 +580,20 @@ export class Catalog {
   /** Volume ids of a VM's disks. */
   vmVolumes(vmId: number): { id: number; name: string }[] {
     return (
-      this.db
-        .prepare(
-          'SELECT v.id, v.name FROM volumes v JOIN disks d ON d.id = v.disk_id WHERE d.vm_id = ? ORDER BY v.name',
-        )
-        .all(vmId) as Row[]
+      this.st(
+        'SELECT v.id, v.name FROM volumes v JOIN disks d ON d.id = v.disk_id WHERE d.vm_id = ? ORDER BY v.name',
+      ).all(vmId) as Row[]
     ).map((r) => ({ id: n(r.id), name: r.name as string }));
   }
 
   // ---- chunks and packs -----------------------------------------------------------------------
 
   hasChunk(hash: string): boolean {
-    return this.db.prepare('SELECT 1 FROM chunks WHERE hash = ?').get(Buffer.from(hash, 'hex')) !== undefined;
+    return this.st('SELECT 1 FROM chunks WHERE hash = ?').get(Buffer.from(hash, 'hex')) !== undefined;
   }
 
   hasPack(name: string): boolean {
-    return this.db.prepare('SELECT 1 FROM packs WHERE name = ?').get(name) !== undefined;
+    return this.st('SELECT 1 FROM packs WHERE name = ?').get(name) !== undefined;
   }
 
   /**
@@ -621,14 +603,12 @@ export class Catalog {
    */
   addPack(name: string, size: number, entries: readonly PackChunk[], nowMs = Date.now()): number {
     return this.tx(() => {
-      const r = this.db
-        .prepare(
-          `INSERT INTO packs(name, size, chunk_count, created_ms) VALUES (?, ?, ?, ?)
+      const r = this.st(
+        `INSERT INTO packs(name, size, chunk_count, created_ms) VALUES (?, ?, ?, ?)
            ON CONFLICT(name) DO UPDATE SET size = excluded.size RETURNING id`,
-        )
-        .get(name, size, entries.length, nowMs) as Row;
+      ).get(name, size, entries.length, nowMs) as Row;
       const packId = n(r.id);
-      const ins = this.db.prepare(
+      const ins = this.st(
         'INSERT OR IGNORE INTO chunks(hash, pack_id, offset, stored_len, raw_len, codec) VALUES (?, ?, ?, ?, ?, ?)',
       );
       for (const e of entries) {
@@ -639,7 +619,7 @@ export class Catalog {
   }
 
   packs(): { id: number; name: string; size: number; chunkCount: number }[] {
-    return (this.db.prepare('SELECT id, name, size, chunk_count FROM packs ORDER BY id').all() as Row[]).map((r) => ({
+    return (this.st('SELECT id, name, size, chunk_count FROM packs ORDER BY id').all() as Row[]).map((r) => ({
       id: n(r.id),
       name: r.name as string,
       size: n(r.size),
@@ -648,11 +628,9 @@ export class Catalog {
   }
 
   chunkLocation(hash: string): ChunkLocation | undefined {
-    const r = this.db
-      .prepare(
-        `SELECT c.offset, c.stored_len, c.raw_len, c.codec, p.name FROM chunks c JOIN packs p ON p.id = c.pack_id WHERE c.hash = ?`,
-      )
-      .get(Buffer.from(hash, 'hex')) as Row | undefined;
+    const r = this.st(
+      `SELECT c.offset, c.stored_len, c.raw_len, c.codec, p.name FROM chunks c JOIN packs p ON p.id = c.pack_id WHERE c.hash = ?`,
+    ).get(Buffer.from(hash, 'hex')) as Row | undefined;
     if (!r) return undefined;
     return {
       hash,
@@ -667,9 +645,7 @@ export class Catalog {
   /** Chunks stored in one pack, as the catalog knows them. */
   packChunks(packId: number): PackChunk[] {
     return (
-      this.db
-        .prepare('SELECT hash, offset, stored_len, raw_len, codec FROM chunks WHERE pack_id = ?')
-        .all(packId) as Row[]
+      this.st('SELECT hash, offset, stored_len, raw_len, codec FROM chunks WHERE pack_id = ?').all(packId) as Row[]
     ).map((r) => ({
       hash: (r.hash as Buffer).toString('hex'),
       offset: n(r.offset),
@@ -699,7 +675,7 @@ export class Catalog {
           SELECT unhex(c.value) FROM versions v, json_each(v.streams) s, json_each(s.value, '$.chunks') c
           WHERE v.streams IS NOT NULL;`);
     });
-    return n((this.db.prepare('SELECT count(*) AS c FROM temp.referenced').get() as Row).c);
+    return n((this.st('SELECT count(*) AS c FROM temp.referenced').get() as Row).c);
   }
 
   // ---- forget ---------------------------------------------------------------------------------
@@ -712,15 +688,15 @@ export class Catalog {
     return this.tx(() => {
       const vols = new Set<number>();
       for (const id of ids) {
-        for (const r of this.db.prepare('SELECT volume_id FROM backup_volumes WHERE backup_id = ?').all(id) as Row[]) {
+        for (const r of this.st('SELECT volume_id FROM backup_volumes WHERE backup_id = ?').all(id) as Row[]) {
           vols.add(n(r.volume_id));
         }
-        this.db.prepare('DELETE FROM backup_volumes WHERE backup_id = ?').run(id);
-        this.db.prepare('DELETE FROM backup_disks WHERE backup_id = ?').run(id);
-        this.db.prepare('DELETE FROM backups WHERE id = ?').run(id);
+        this.st('DELETE FROM backup_volumes WHERE backup_id = ?').run(id);
+        this.st('DELETE FROM backup_disks WHERE backup_id = ?').run(id);
+        this.st('DELETE FROM backups WHERE id = ?').run(id);
       }
       let removed = 0;
-      const del = this.db.prepare(
+      const del = this.st(
         `DELETE FROM versions AS v WHERE v.volume_id = ?
            AND v.first_backup NOT IN (SELECT id FROM backups WHERE state = 'running')
            AND NOT EXISTS (SELECT 1 FROM backup_volumes bv JOIN backups b ON b.id = bv.backup_id
@@ -736,22 +712,20 @@ export class Catalog {
   replacePackChunks(oldPackId: number, newPack: { name: string; size: number; entries: PackChunk[] } | null): void {
     this.tx(() => {
       if (newPack) {
-        const r = this.db
-          .prepare(
-            `INSERT INTO packs(name, size, chunk_count, created_ms) VALUES (?, ?, ?, ?)
+        const r = this.st(
+          `INSERT INTO packs(name, size, chunk_count, created_ms) VALUES (?, ?, ?, ?)
              ON CONFLICT(name) DO UPDATE SET size = excluded.size RETURNING id`,
-          )
-          .get(newPack.name, newPack.size, newPack.entries.length, Date.now()) as Row;
+        ).get(newPack.name, newPack.size, newPack.entries.length, Date.now()) as Row;
         const newId = n(r.id);
-        const upd = this.db.prepare(
+        const upd = this.st(
           'UPDATE chunks SET pack_id = ?, offset = ?, stored_len = ?, raw_len = ?, codec = ? WHERE hash = ?',
         );
         for (const e of newPack.entries) {
           upd.run(newId, e.offset, e.storedLength, e.rawLength, e.codec, Buffer.from(e.hash, 'hex'));
         }
       }
-      this.db.prepare('DELETE FROM chunks WHERE pack_id = ?').run(oldPackId);
-      this.db.prepare('DELETE FROM packs WHERE id = ?').run(oldPackId);
+      this.st('DELETE FROM chunks WHERE pack_id = ?').run(oldPackId);
+      this.st('DELETE FROM packs WHERE id = ?').run(oldPackId);
     });
   }
 
@@ -766,15 +740,13 @@ export class Catalog {
     liveBytes: number;
   }[] {
     return (
-      this.db
-        .prepare(
-          `SELECT p.id, p.name, p.size, count(c.hash) AS chunks, sum(c.stored_len) AS stored,
+      this.st(
+        `SELECT p.id, p.name, p.size, count(c.hash) AS chunks, sum(c.stored_len) AS stored,
                   sum(CASE WHEN r.hash IS NOT NULL THEN 1 ELSE 0 END) AS live,
                   sum(CASE WHEN r.hash IS NOT NULL THEN c.stored_len ELSE 0 END) AS live_bytes
            FROM packs p LEFT JOIN chunks c ON c.pack_id = p.id LEFT JOIN temp.referenced r ON r.hash = c.hash
            GROUP BY p.id ORDER BY p.id`,
-        )
-        .all() as Row[]
+      ).all() as Row[]
     ).map((r) => ({
       id: n(r.id),
       name: r.name as string,
@@ -789,9 +761,9 @@ export class Catalog {
   /** Chunks referenced by versions but unknown to the catalog (a broken repository). */
   missingReferenced(): string[] {
     return (
-      this.db
-        .prepare('SELECT r.hash FROM temp.referenced r LEFT JOIN chunks c ON c.hash = r.hash WHERE c.hash IS NULL')
-        .all() as Row[]
+      this.st(
+        'SELECT r.hash FROM temp.referenced r LEFT JOIN chunks c ON c.hash = r.hash WHERE c.hash IS NULL',
+      ).all() as Row[]
     ).map((r) => (r.hash as Buffer).toString('hex'));
   }
 

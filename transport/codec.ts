@@ -56,6 +56,28 @@ export interface EncodeOptions {
   level?: number;
 }
 
+/** Chunks at least this long are probed before being compressed whole. */
+export const PROBE_MIN_LENGTH = 64 * 1024;
+/** Bytes of each probe sample (one from the start, one from the middle). */
+const PROBE_SAMPLE = 8 * 1024;
+
+/**
+ * A cheap guess whether compressing a chunk pays: two 8 KiB samples are
+ * compressed, and when neither saves 1/32 the chunk is stored raw without
+ * compressing it whole. Already-compressed data (media, archives, encrypted
+ * files) is a large share of a VM's bytes, and zstd spends nearly as long
+ * failing on it as it does succeeding elsewhere.
+ */
+function worthCompressing(raw: Uint8Array, level: number): boolean {
+  if (raw.length < PROBE_MIN_LENGTH) return true;
+  const mid = (raw.length >>> 1) - (PROBE_SAMPLE >>> 1);
+  for (const at of [0, mid]) {
+    const sample = raw.subarray(at, at + PROBE_SAMPLE);
+    if (compress(sample, level).length <= PROBE_SAMPLE - (PROBE_SAMPLE >>> 5)) return true;
+  }
+  return false;
+}
+
 /**
  * Compresses one chunk. The result is stored raw unless zstd saves at least
  * 1/32 of the size (decoding must then pay for itself).
@@ -66,7 +88,7 @@ export function encodeChunk(chunk: { hash: string; bytes: Uint8Array }, opts: En
     throw new RangeError(`chunk of ${raw.length} bytes exceeds ${MAX_CHUNK_LENGTH}`);
   }
   const rawLength = raw.length;
-  if (rawLength > 0) {
+  if (rawLength > 0 && worthCompressing(raw, opts.level ?? DEFAULT_ZSTD_LEVEL)) {
     const z = compress(raw, opts.level ?? DEFAULT_ZSTD_LEVEL);
     if (z.length <= rawLength - (rawLength >>> 5)) {
       const stored = Buffer.allocUnsafe(1 + z.length);

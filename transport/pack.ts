@@ -20,7 +20,9 @@
  *   24  8  index length (= N × 56)
  *   32 32  SHA-256 of the index bytes
  *
- * A pack's id is the SHA-256 of all its bytes; it is stored as
+ * A pack's id is the SHA-256 of its trailer (which holds the SHA-256 of the
+ * index, whose entries hold the SHA-256 of every chunk: the id names the whole
+ * content without hashing the data a second time); it is stored as
  * `packs/<id[0..2]>/<id>`. Packs on the target are untrusted input: the reader
  * checks every field against caps and the pack size before allocating, and a
  * chunk is returned only after its SHA-256 matches the index.
@@ -186,7 +188,7 @@ export class PackWriter {
     createHash('sha256').update(index).digest().copy(trailer, TRAILER.indexSha256[0]);
     const bytes = Buffer.concat([...this.parts, index, trailer]);
     const pack: FinishedPack = {
-      id: createHash('sha256').update(bytes).digest('hex'),
+      id: createHash('sha256').update(trailer).digest('hex'),
       bytes,
       entries: this.entries,
     };
