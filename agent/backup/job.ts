@@ -38,6 +38,8 @@ const TASK_ITEMS = 512;
 /** Commit the writer's open transaction after this many statements or milliseconds. */
 const COMMIT_EVERY_OPS = 5000;
 const COMMIT_EVERY_MS = 1000;
+/** Warning texts kept per backup (the count is always exact). */
+const MAX_WARNING_TEXTS = 1000;
 /** Path under which a volume without a readable filesystem keeps its allocated bytes. */
 export const RAW_VOLUME_PATH = '/volume.raw';
 
@@ -211,7 +213,8 @@ class BackupRun {
   }
 
   warn(msg: string): void {
-    this.warnings.push(msg);
+    // the count is exact; the texts are capped (a broken filesystem can report millions)
+    if (this.warnings.length < MAX_WARNING_TEXTS) this.warnings.push(msg);
     this.stats.warnings++;
   }
 
