@@ -1,0 +1,446 @@
+/**
+ * Crash and resume (issue 5 §3): `kill -9` during a backup and during a prune,
+ * then run again. Nothing is sent twice, a killed backup is never visible,
+ * `check --read-data` passes and restores equal the source tree (sha256).
+ *
+ * Kills happen at named steps through the CLI's test-only hooks
+ * (VDBAK_TEST_KILL_BACKUP_AT, VDBAK_TEST_KILL_PRUNE_AT) and at random moments
+ * (a seeded delay, then SIGKILL from outside). The packs on the target are read
+ * here with a small parser of the documented pack trailer and index, not with
+ * vdbak's reader, to count which chunks the target really holds.
+ *
+ * Needs `npm run build` first (the CLI runs from dist/).
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, relative } from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { fixture } from '../helpers/fixtures.js';
+import { CLI, vdbak, vdbakOk, type BackupJson } from '../helpers/vdbak.js';
+
+/** Small packs and chunks so that a few MiB of content makes ~25 packs and a kill lands between them. */
+const PACK_SIZE = 256 * 1024;
+const INIT_SIZES = ['--pack-size', '256K', '--chunk-min', '16K', '--chunk-avg', '64K', '--chunk-max', '256K'];
+const VM = 'crashvm';
+/** The volume the fixture's unpartitioned ext4 disk shows as. */
+const VOL = '/d0p1';
+/** Pack format (transport/pack.ts header comment): a 64-byte trailer, index entries of 56 bytes, hash first. */
+const TRAILER = 64;
+const ENTRY = 56;
+const HASH = 32;
+
+let fx: string;
+let scratch: string;
+let v1Tree: Map<string, string>;
+let v2Tree: Map<string, string>;
+/** A clean single backup of v1 into a fresh repository: what the target holds then. */
+let clean: { bytes: number; hashes: Set<string>; packs: number };
+
+interface BackupRow {
+  id: number;
+  state: 'running' | 'complete' | 'failed';
+  error: string | null;
+}
+
+interface CheckJson {
+  ok: boolean;
+  errors: string[];
+  orphanPacks: string[];
+  damaged: unknown[];
+  chunks: number;
+}
+
+interface PackOnTarget {
+  name: string;
+  size: number;
+  hashes: string[];
+}
+
+// ---- helpers ------------------------------------------------------------------------------------
+
+/** sha256 of every regular file under dir, by path relative to it (lost+found is mkfs's, not ours). */
+function treeHashes(dir: string): Map<string, string> {
+  const out = new Map<string, string>();
+  const walk = (d: string) => {
+    for (const e of readdirSync(d, { withFileTypes: true })) {
+      const p = join(d, e.name);
+      if (e.isDirectory()) {
+        if (e.name !== 'lost+found') walk(p);
+      } else if (e.isFile()) {
+        out.set(relative(dir, p), createHash('sha256').update(readFileSync(p)).digest('hex'));
+      }
+    }
+  };
+  walk(dir);
+  return out;
+}
+
+/** Every pack object under <repo>/target/packs with the chunk hashes its own index lists. */
+function packsOnTarget(repo: string): PackOnTarget[] {
+  const root = join(repo, 'target', 'packs');
+  const out: PackOnTarget[] = [];
+  const walk = (d: string) => {
+    for (const e of readdirSync(d, { withFileTypes: true })) {
+      const p = join(d, e.name);
+      if (e.isDirectory()) walk(p);
+      // a kill during a write may leave a hidden temporary file: never a pack
+      else if (e.isFile() && !e.name.startsWith('.')) {
+        const b = readFileSync(p);
+        expect(b.subarray(b.length - TRAILER, b.length - TRAILER + 8).toString('latin1')).toBe('VDBAKPK\0');
+        const count = b.readUInt32LE(b.length - TRAILER + 12);
+        const indexStart = b.length - TRAILER - count * ENTRY;
+        const hashes: string[] = [];
+        for (let i = 0; i < count; i++) {
+          const at = indexStart + i * ENTRY;
+          hashes.push(b.subarray(at, at + HASH).toString('hex'));
+        }
+        out.push({ name: relative(join(repo, 'target'), p), size: b.length, hashes });
+      }
+    }
+  };
+  try {
+    walk(root);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+  }
+  return out;
+}
+
+function targetBytes(packs: PackOnTarget[]): number {
+  return packs.reduce((a, p) => a + p.size, 0);
+}
+
+/** Chunk hashes the target holds more than once (in two packs, or twice in one). */
+function duplicateChunks(packs: PackOnTarget[]): string[] {
+  const seen = new Set<string>();
+  const dup: string[] = [];
+  for (const p of packs) {
+    for (const h of p.hashes) {
+      if (seen.has(h)) dup.push(h);
+      seen.add(h);
+    }
+  }
+  return dup;
+}
+
+function allHashes(packs: PackOnTarget[]): Set<string> {
+  return new Set(packs.flatMap((p) => p.hashes));
+}
+
+function newRepo(label: string): string {
+  const repo = mkdtempSync(join(scratch, `${label}-`));
+  vdbakOk(['init', '--repo', repo, ...INIT_SIZES]);
+  return repo;
+}
+
+/** A VM folder whose disk is the given fixture version (same path → same VM identity across versions). */
+function vmWith(version: 'v1' | 'v2' | 'many', vmDir?: string): string {
+  const dir = vmDir ?? mkdtempSync(join(scratch, 'vm-'));
+  mkdirSync(dir, { recursive: true });
+  copyFileSync(join(fx, `${version}.vmdk`), join(dir, 'disk.vmdk'));
+  return dir;
+}
+
+function backup(repo: string, vmDir: string, name = VM): BackupJson {
+  const out = vdbakOk(['backup', '--repo', repo, '--json', '--threads', '2', '--name', name, join(vmDir, 'disk.vmdk')]);
+  const lines = out.jsonLines<BackupJson>();
+  expect(lines).toHaveLength(1);
+  return lines[0]!;
+}
+
+/** Runs the CLI with a kill hook set; the process must die by SIGKILL (the hook was reached). */
+function killedAt(args: string[], env: Record<string, string>): void {
+  const r = spawnSync(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, encoding: 'utf8' });
+  if (r.error) throw r.error;
+  expect(
+    r.signal,
+    `vdbak ${args.join(' ')} with ${JSON.stringify(env)} should die by SIGKILL; exit ${r.status}: ${r.stderr}`,
+  ).toBe('SIGKILL');
+}
+
+/** Spawns the CLI, waits delayMs, sends SIGKILL; resolves with how it ended. */
+function killAfter(args: string[], delayMs: number): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), delayMs);
+    child.on('error', reject);
+    child.on('exit', (code, signal) => {
+      clearTimeout(timer);
+      if (code !== null && code !== 0) reject(new Error(`vdbak ${args.join(' ')} exited ${code}: ${stderr}`));
+      else resolve({ code, signal });
+    });
+  });
+}
+
+function backups(repo: string, all = true): BackupRow[] {
+  return vdbakOk(['backups', '--repo', repo, '--json', ...(all ? ['--all'] : [])]).json<BackupRow[]>();
+}
+
+function check(repo: string): CheckJson {
+  const r = vdbak(['check', '--repo', repo, '--read-data', '--json']);
+  const report = r.json<CheckJson>();
+  expect(report.errors).toEqual([]);
+  expect(report.damaged).toEqual([]);
+  expect(r.code).toBe(0);
+  return report;
+}
+
+function restored(repo: string, ref: string): Map<string, string> {
+  const to = mkdtempSync(join(scratch, 'restore-'));
+  vdbakOk(['restore', '--repo', repo, ref, VOL, '--to', to]);
+  return treeHashes(to);
+}
+
+/** mulberry32: a small seeded PRNG, so the "random" kill moments are the same on every run. */
+function seeded(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/**
+ * After a crash and a resumed backup of v1: the target holds exactly the chunks
+ * a clean backup stores, each once, so its bytes differ from the clean run's
+ * only by per-pack trailers (more, smaller packs): never by a resent chunk.
+ */
+function expectSentOnce(repo: string): PackOnTarget[] {
+  const packs = packsOnTarget(repo);
+  expect(duplicateChunks(packs)).toEqual([]);
+  expect(allHashes(packs)).toEqual(clean.hashes);
+  expect(targetBytes(packs)).toBeLessThanOrEqual(clean.bytes + TRAILER * packs.length);
+  expect(targetBytes(packs)).toBeLessThanOrEqual(clean.bytes + PACK_SIZE);
+  return packs;
+}
+
+beforeAll(() => {
+  fx = fixture('crash-tree.sh');
+  scratch = mkdtempSync(join(tmpdir(), 'vdbak-crash-'));
+  v1Tree = treeHashes(join(fx, 'v1'));
+  v2Tree = treeHashes(join(fx, 'v2'));
+  const repo = newRepo('clean');
+  const r = backup(repo, vmWith('v1'));
+  const packs = packsOnTarget(repo);
+  expect(duplicateChunks(packs)).toEqual([]);
+  clean = { bytes: targetBytes(packs), hashes: allHashes(packs), packs: packs.length };
+  expect(r.bytesSent).toBe(clean.bytes);
+  // enough packs that the kill points below fall in the middle of the run
+  expect(clean.packs).toBeGreaterThanOrEqual(10);
+  expect(restored(repo, VM)).toEqual(v1Tree);
+});
+
+// ---- backup -------------------------------------------------------------------------------------
+
+describe('kill -9 during a backup, then back up again', () => {
+  it.each([
+    // the first pack is on the target and nothing of it is in the catalog yet
+    ['pack-stored', 1],
+    // a pack in the middle: the ones before are recorded (or in an uncommitted batch)
+    ['pack-stored', 7],
+    ['pack-recorded', 3],
+    ['pack-recorded', 12],
+    // every pack stored and recorded, every version written: only the completing commit is missing
+    ['before-complete', 1],
+  ] as const)('killed at %s (#%i): not visible, resumed without resending, check passes', (step, nth) => {
+    const repo = newRepo(`${step}-${nth}`);
+    const vm = vmWith('v1');
+    killedAt(['backup', '--repo', repo, '--json', '--name', VM, join(vm, 'disk.vmdk')], {
+      VDBAK_TEST_KILL_BACKUP_AT: `${step}:${nth}`,
+    });
+
+    // the killed run is not a backup anyone can see or restore
+    const after = backups(repo);
+    expect(after.filter((b) => b.state === 'complete')).toEqual([]);
+    expect(backups(repo, false)).toEqual([]);
+    expect(vdbak(['ls', '--repo', repo, VM, VOL]).code).not.toBe(0);
+    // and check explains what it left: no error, at most packs the catalog does not know yet
+    check(repo);
+
+    const before = packsOnTarget(repo);
+    // the hook fired after the nth pack was stored: at least that many are on the target
+    if (step !== 'before-complete') expect(before.length).toBeGreaterThanOrEqual(nth);
+    else expect(allHashes(before)).toEqual(clean.hashes);
+
+    const r = backup(repo, vm);
+    const packs = expectSentOnce(repo);
+    // the second run sent only what was not on the target; nothing there was replaced
+    expect(targetBytes(packs)).toBe(targetBytes(before) + r.bytesSent);
+    expect(packs.map((p) => p.name)).toEqual(expect.arrayContaining(before.map((p) => p.name)));
+    if (step === 'before-complete') {
+      expect(r.bytesSent).toBe(0);
+      expect(r.newChunks).toBe(0);
+    } else {
+      expect(r.bytesSent).toBeLessThan(clean.bytes);
+    }
+
+    // the killed run shows as failed (reaped by the next writer), the new one complete
+    const list = backups(repo);
+    expect(list.map((b) => b.state)).toEqual(['failed', 'complete']);
+    expect(list[0]!.error).toMatch(/interrupted/);
+    const report = check(repo);
+    expect(report.orphanPacks).toEqual([]);
+    expect(restored(repo, VM)).toEqual(v1Tree);
+  });
+
+  it('a killed backup of changed content leaves the previous backup as the VM’s latest', () => {
+    const repo = newRepo('visible');
+    const vm = vmWith('v1');
+    const first = backup(repo, vm);
+    vmWith('v2', vm);
+    killedAt(['backup', '--repo', repo, '--json', '--name', VM, join(vm, 'disk.vmdk')], {
+      VDBAK_TEST_KILL_BACKUP_AT: 'pack-recorded:2',
+    });
+    expect(backups(repo, false).map((b) => b.id)).toEqual([first.backupId]);
+    // the VM name resolves to the complete backup: v1's names, v1's bytes
+    const ls = vdbakOk(['ls', '--repo', repo, VM, `${VOL}/docs`, '--json']).json<{ path: string }[]>();
+    const v1Docs = [...v1Tree.keys()].filter((p) => p.startsWith('docs/')).map((p) => `${VOL}/${p}`);
+    expect(ls.map((e) => e.path).sort()).toEqual(v1Docs.sort());
+    expect(restored(repo, VM)).toEqual(v1Tree);
+    expect(vdbakOk(['cat', '--repo', repo, VM, `${VOL}/docs/file-03.bin`]).bytes).toEqual(
+      readFileSync(join(fx, 'v1', 'docs', 'file-03.bin')),
+    );
+    check(repo);
+
+    const second = backup(repo, vm);
+    expect(backups(repo).map((b) => b.state)).toEqual(['complete', 'failed', 'complete']);
+    expect(restored(repo, VM)).toEqual(v2Tree);
+    expect(restored(repo, `${VM}~1`)).toEqual(v1Tree);
+    expect(restored(repo, String(first.backupId))).toEqual(v1Tree);
+    expect(second.backupId).toBeGreaterThan(first.backupId + 1);
+    expect(duplicateChunks(packsOnTarget(repo))).toEqual([]);
+    expect(check(repo).orphanPacks).toEqual([]);
+  });
+
+  it('check right after a kill does not count the dead run’s file rows as references', () => {
+    // 6000 files of one chunk: the catalog commits a batch of their rows while that chunk's pack
+    // is still in memory, then the pack is stored and the process dies before recording it
+    const repo = newRepo('many');
+    const vm = vmWith('many');
+    killedAt(['backup', '--repo', repo, '--json', '--name', VM, join(vm, 'disk.vmdk')], {
+      VDBAK_TEST_KILL_BACKUP_AT: 'pack-stored:1',
+    });
+    expect(backups(repo, false)).toEqual([]);
+    expect(packsOnTarget(repo)).toHaveLength(1);
+    // nothing visible is damaged: the repository is consistent (one pack for the next run to adopt)
+    const report = check(repo);
+    expect(report.orphanPacks).toHaveLength(1);
+
+    const r = backup(repo, vm);
+    expect(r.bytesSent).toBe(0);
+    expect(packsOnTarget(repo)).toHaveLength(1);
+    expect(check(repo).orphanPacks).toEqual([]);
+    expect(restored(repo, VM)).toEqual(treeHashes(join(fx, 'many')));
+  });
+
+  it('survives SIGKILL at seeded random moments, then completes without resending', async () => {
+    const rand = seeded(0x5eed);
+    const repo = newRepo('random-backup');
+    const vm = vmWith('v1');
+    const args = ['backup', '--repo', repo, '--json', '--name', VM, join(vm, 'disk.vmdk')];
+    let killed = 0;
+    for (let i = 0; i < 5; i++) {
+      const delay = 50 + Math.floor(rand() * 750);
+      const end = await killAfter(args, delay);
+      if (end.signal === 'SIGKILL') killed++;
+      expect(duplicateChunks(packsOnTarget(repo))).toEqual([]);
+      check(repo);
+      // a kill after the completing commit (while the process shuts down) leaves a whole backup;
+      // any other leaves none: what is visible is always restorable
+      const visible = backups(repo, false);
+      if (visible.length > 0) {
+        expect(visible).toHaveLength(1);
+        expect(restored(repo, VM)).toEqual(v1Tree);
+        break;
+      }
+    }
+    expect(killed).toBeGreaterThan(0);
+    const done = backups(repo, false).length;
+    const r = backup(repo, vm);
+    expectSentOnce(repo);
+    if (done > 0) expect(r.bytesSent).toBe(0);
+    expect(backups(repo).filter((b) => b.state === 'running')).toEqual([]);
+    expect(check(repo).orphanPacks).toEqual([]);
+    expect(restored(repo, VM)).toEqual(v1Tree);
+  });
+});
+
+// ---- prune --------------------------------------------------------------------------------------
+
+/** A repository with a backup of v1 (forgotten) and one of v2: prune has packs to delete and to rewrite. */
+function repoToPrune(label: string): string {
+  const repo = newRepo(label);
+  const vm = vmWith('v1');
+  backup(repo, vm);
+  vmWith('v2', vm);
+  backup(repo, vm);
+  vdbakOk(['forget', '--repo', repo, '--keep-last', '1']);
+  expect(backups(repo, false)).toHaveLength(1);
+  return repo;
+}
+
+/** After a clean prune: the remaining backup restores, nothing is on the target twice or unknown to the catalog. */
+function expectPrunedHealthy(repo: string, bytesBefore: number): void {
+  const packs = packsOnTarget(repo);
+  expect(duplicateChunks(packs)).toEqual([]);
+  expect(targetBytes(packs)).toBeLessThan(bytesBefore);
+  const report = check(repo);
+  expect(report.orphanPacks).toEqual([]);
+  expect(report.chunks).toBe(allHashes(packs).size);
+  expect(restored(repo, VM)).toEqual(v2Tree);
+}
+
+describe('kill -9 during a prune, then prune again', () => {
+  it.each(['stored-new-pack', 'committed', 'deleted-old'])(
+    'killed at %s: the catalog never points at a missing pack and the next prune finishes the job',
+    (step) => {
+      const repo = repoToPrune(`prune-${step}`);
+      const bytesBefore = targetBytes(packsOnTarget(repo));
+      killedAt(['prune', '--repo', repo], { VDBAK_TEST_KILL_PRUNE_AT: step });
+      // the half-done prune left a repository that checks clean and restores
+      check(repo);
+      expect(restored(repo, VM)).toEqual(v2Tree);
+
+      vdbakOk(['prune', '--repo', repo]);
+      expectPrunedHealthy(repo, bytesBefore);
+      // a further prune has nothing left to rewrite
+      const again = vdbakOk(['prune', '--repo', repo, '--json']).json<{ packsWritten: number; adoptedPacks: number }>();
+      expect(again.packsWritten).toBe(0);
+      expect(again.adoptedPacks).toBe(0);
+    },
+  );
+
+  it('a backup after a killed prune adopts nothing twice and sends only new chunks', () => {
+    const repo = repoToPrune('prune-then-backup');
+    killedAt(['prune', '--repo', repo], { VDBAK_TEST_KILL_PRUNE_AT: 'committed' });
+    const vm = mkdtempSync(join(scratch, 'vm-same-'));
+    // the same v2 content under another VM: every chunk is already on the target
+    const r = backup(repo, vmWith('v2', vm), 'clone');
+    expect(r.bytesSent).toBe(0);
+    check(repo);
+    vdbakOk(['prune', '--repo', repo]);
+    expect(duplicateChunks(packsOnTarget(repo))).toEqual([]);
+    expect(check(repo).orphanPacks).toEqual([]);
+    expect(restored(repo, VM)).toEqual(v2Tree);
+  });
+
+  it('survives SIGKILL at seeded random moments', async () => {
+    const rand = seeded(0xc0ffee);
+    const repo = repoToPrune('random-prune');
+    const bytesBefore = targetBytes(packsOnTarget(repo));
+    for (let i = 0; i < 4; i++) {
+      const delay = 50 + Math.floor(rand() * 750);
+      await killAfter(['prune', '--repo', repo], delay);
+      check(repo);
+    }
+    vdbakOk(['prune', '--repo', repo]);
+    expectPrunedHealthy(repo, bytesBefore);
+  });
+});
