@@ -1,0 +1,233 @@
+/**
+ * shipCatalog / recoverFromTarget in process: a catalog bigger than one zstd
+ * frame (checked with the zstd CLI as the oracle), forged manifests, running
+ * backups in a copy, a target of another repository, and keep-N leftovers.
+ */
+import Database from 'better-sqlite3';
+import { createHash, randomBytes } from 'node:crypto';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { hostname, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { CATALOG_FILE, initRepo, openRepo, type Repo } from '../../agent/repo.js';
+import { shipAfterBackup } from '../../agent/ship/after-backup.js';
+import { CONFIG_OBJECT } from '../../agent/ship/config.js';
+import { decodeCopyTo, DEFAULT_PIECE_SIZE } from '../../agent/ship/frames.js';
+import { dataName, manifestName, parseManifest } from '../../agent/ship/manifest.js';
+import { recoverFromTarget } from '../../agent/ship/recover.js';
+import { pruneCopies, shipCatalog } from '../../agent/ship/ship.js';
+import { LocalTarget } from '../../transport/targets/local.js';
+import { runBytes } from '../helpers/fixtures.js';
+
+const MiB = 1024 * 1024;
+const dirs: string[] = [];
+const repos: Repo[] = [];
+
+function scratch(): string {
+  const d = mkdtempSync(join(tmpdir(), 'vdbak-ship-api-'));
+  dirs.push(d);
+  return d;
+}
+
+function makeRepo(target?: string): { dir: string; repo: Repo } {
+  const dir = scratch();
+  initRepo(join(dir, 'repo'), { target });
+  const repo = openRepo(join(dir, 'repo'));
+  repos.push(repo);
+  return { dir, repo };
+}
+
+afterEach(() => {
+  for (const r of repos.splice(0)) r.close();
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+});
+
+/** SHA-256 over a dummy table's rows in id order. */
+function tableHash(dbPath: string): string {
+  const db = new Database(dbPath, { readonly: true });
+  try {
+    const h = createHash('sha256');
+    for (const r of db.prepare('SELECT id, b FROM dummy ORDER BY id').iterate() as Iterable<{
+      id: number;
+      b: Buffer;
+    }>) {
+      h.update(String(r.id)).update(r.b);
+    }
+    return h.digest('hex');
+  } finally {
+    db.close();
+  }
+}
+
+describe('shipCatalog', () => {
+  it('ships a catalog bigger than one frame; zstd -d reads it, and recover rebuilds it byte for byte', async () => {
+    const { dir, repo } = makeRepo();
+    // incompressible rows, so that the copy spans several 16 MiB frames even compressed
+    repo.catalog.db.exec('CREATE TABLE dummy (id INTEGER PRIMARY KEY, b BLOB NOT NULL)');
+    const ins = repo.catalog.db.prepare('INSERT INTO dummy(id, b) VALUES (?, ?)');
+    repo.catalog.tx(() => {
+      for (let i = 0; i < 40; i++) ins.run(i, randomBytes(MiB));
+    });
+    const want = tableHash(repo.catalogPath);
+    const r = await shipCatalog(repo);
+    const m = r.manifest;
+    expect(m.rawSize).toBeGreaterThan(2 * DEFAULT_PIECE_SIZE);
+    expect(m.frames.length).toBe(Math.ceil(m.rawSize / DEFAULT_PIECE_SIZE));
+    expect(m.frames.length).toBeGreaterThanOrEqual(3);
+    expect(r.configWritten).toBe(true);
+
+    const object = join(repo.settings.targetPath, r.dataObject);
+    const z = readFileSync(object);
+    expect(z.length).toBe(m.compressedSize);
+    expect(createHash('sha256').update(z).digest('hex')).toBe(m.compressedSha256);
+    const raw = runBytes('zstd', ['-dc', object]);
+    expect(raw.length).toBe(m.rawSize);
+    expect(createHash('sha256').update(raw).digest('hex')).toBe(m.rawSha256);
+
+    const res = await recoverFromTarget(repo.settings.targetPath, join(dir, 'r2'));
+    expect(res.copy.name).toBe(m.base);
+    expect(tableHash(join(dir, 'r2', CATALOG_FILE))).toBe(want);
+    const r2 = openRepo(join(dir, 'r2'));
+    repos.push(r2);
+    expect(r2.settings.repoId).toBe(repo.settings.repoId);
+    expect(r2.settings.targetPath).toBe(repo.settings.targetPath);
+  });
+
+  it('round-trips through many small frames, including a last partial one', async () => {
+    const { dir, repo } = makeRepo();
+    const r = await shipCatalog(repo, { pieceSize: 4000 });
+    expect(r.manifest.frames.length).toBe(Math.ceil(r.manifest.rawSize / 4000));
+    expect(r.manifest.rawSize % 4000).not.toBe(0);
+    const out = join(dir, 'copy.db');
+    await decodeCopyTo(repo.target, r.manifest, out);
+    const raw = readFileSync(out);
+    expect(createHash('sha256').update(raw).digest('hex')).toBe(r.manifest.rawSha256);
+  });
+
+  it('describes what the copy holds and writes config.json with the init settings', async () => {
+    const { repo } = makeRepo();
+    const vm = repo.catalog.upsertVm({ identity: 'uuid-1', name: 'vm1', kind: 'vmware' });
+    const b = repo.catalog.beginBackup(vm, process.pid, hostname());
+    repo.catalog.startSeen();
+    repo.catalog.completeBackup(b, { files: 0 });
+    const r = await shipCatalog(repo);
+    expect(r.manifest.backups).toEqual([
+      expect.objectContaining({ id: b, vm: 'vm1', vmIdentity: 'uuid-1' }) as unknown,
+    ]);
+    expect(r.manifest.newestBackupId).toBe(b);
+    expect(r.manifest.vms).toEqual([{ name: 'vm1', identity: 'uuid-1', backups: 1 }]);
+    expect(r.manifest.schemaVersion).toBe(1);
+    const m = parseManifest(await repo.target.get(r.manifestObject), r.manifestObject);
+    expect(m.rawSha256).toBe(r.manifest.rawSha256);
+    const config = JSON.parse((await repo.target.get(CONFIG_OBJECT)).toString()) as Record<string, unknown>;
+    expect(config).toMatchObject({
+      repoId: repo.settings.repoId,
+      chunkSizes: repo.settings.chunkSizes,
+      zstdLevel: repo.settings.zstdLevel,
+      packTargetSize: repo.settings.packTargetSize,
+    });
+    // written once: a second ship does not rewrite it
+    expect((await shipCatalog(repo)).configWritten).toBe(false);
+  });
+
+  it('refuses a target that belongs to another repository; after a backup that is a warning', async () => {
+    const first = makeRepo();
+    await shipCatalog(first.repo);
+    const second = makeRepo(first.repo.settings.targetPath);
+    await expect(shipCatalog(second.repo)).rejects.toMatchObject({ code: 'SHIP_OTHER_REPO' });
+    const warnings: string[] = [];
+    expect(await shipAfterBackup(second.repo, (l) => warnings.push(l))).toBeUndefined();
+    expect(warnings.join('')).toMatch(/backup is complete.*SHIP_OTHER_REPO/);
+    expect(await shipAfterBackup(first.repo, (l) => warnings.push(l))).toBeDefined();
+    expect(warnings).toHaveLength(1);
+  });
+});
+
+describe('recoverFromTarget', () => {
+  it('reaps a backup that was running when the copy was taken, and drops packs gone from the target', async () => {
+    const { dir, repo } = makeRepo();
+    const vm = repo.catalog.upsertVm({ identity: 'uuid-2', name: 'vm2', kind: 'vmware' });
+    // still running, by a live process of this host: only recovery knows it can never finish
+    const running = repo.catalog.beginBackup(vm, process.pid, hostname());
+    const gone = `packs/ab/${'ab'.repeat(32)}`;
+    repo.catalog.addPack(gone, 1234, [{ hash: 'cd'.repeat(32), offset: 0, storedLength: 10, rawLength: 10, codec: 0 }]);
+    await shipCatalog(repo);
+    const r = await recoverFromTarget(repo.settings.targetPath, join(dir, 'r2'));
+    expect(r.reaped).toEqual([running]);
+    expect(r.missingPacks).toEqual([gone]);
+    expect(r.warnings.join(' ')).toMatch(/gone from the target/);
+    const r2 = openRepo(join(dir, 'r2'));
+    repos.push(r2);
+    expect(r2.catalog.backup(running)?.state).toBe('failed');
+    expect(r2.catalog.hasPack(gone)).toBe(false);
+    expect(r2.catalog.hasChunk('cd'.repeat(32))).toBe(false);
+  });
+
+  it('fails with SHIP_NO_CONFIG on a target where nothing was shipped', async () => {
+    const { dir, repo } = makeRepo();
+    await expect(recoverFromTarget(repo.settings.targetPath, join(dir, 'r2'))).rejects.toMatchObject({
+      code: 'SHIP_NO_CONFIG',
+    });
+    expect(existsSync(join(dir, 'r2', CATALOG_FILE))).toBe(false);
+  });
+});
+
+describe('decodeCopyTo on forged manifests', () => {
+  it('refuses frame lists, piece sizes and frame headers that do not fit', async () => {
+    const { dir, repo } = makeRepo();
+    const r = await shipCatalog(repo, { pieceSize: 8192 });
+    const m = r.manifest;
+    let n = 0;
+    const attempt = (forged: Partial<typeof m>) => decodeCopyTo(repo.target, { ...m, ...forged }, join(dir, `o${n++}`));
+    await expect(attempt({ pieceSize: 2 ** 40 })).rejects.toMatchObject({ code: 'SHIP_PIECE_SIZE' });
+    await expect(attempt({ frames: m.frames.slice(1) })).rejects.toMatchObject({ code: 'SHIP_FRAMES' });
+    await expect(attempt({ compressedSize: m.compressedSize + 1 })).rejects.toMatchObject({ code: 'SHIP_FRAMES' });
+    // the same frames read as bigger pieces: each frame declares 8192 bytes, not 16384
+    await expect(
+      attempt({ pieceSize: 16384, frames: m.frames.slice(0, Math.ceil(m.rawSize / 16384)) }),
+    ).rejects.toMatchObject({ code: expect.stringMatching(/SHIP_FRAMES|CODEC_ZSTD_SIZE/) as unknown });
+    const [a, b, ...rest] = m.frames;
+    await expect(attempt({ frames: [a! + 1, b! - 1, ...rest] })).rejects.toMatchObject({
+      code: expect.stringMatching(/^CODEC_/) as unknown,
+    });
+    await expect(attempt({ rawSha256: '0'.repeat(64) })).rejects.toMatchObject({ code: 'SHIP_CHECKSUM' });
+  });
+});
+
+describe('pruneCopies', () => {
+  it('keeps the newest N complete copies and removes older leftovers, never newer ones', async () => {
+    const dir = scratch();
+    const target = new LocalTarget(dir);
+    const base = (s: number) => `2026112${s}T000000000Z-0000000${s}`;
+    for (const s of [1, 2, 3, 4]) {
+      await target.put(dataName(base(s)), Buffer.from('d'));
+      await target.put(manifestName(base(s)), Buffer.from('m'));
+    }
+    await target.put(dataName(base(0)), Buffer.from('interrupted ship, old'));
+    await target.put(manifestName(base(5)), Buffer.from('manifest without data, newest'));
+    await target.put(dataName(base(6)), Buffer.from('a ship in progress'));
+    await target.put('catalog/notes.txt', Buffer.from('not ours'));
+    const r = await pruneCopies(target, 2);
+    expect(r.kept).toBe(2);
+    expect(r.deleted).toEqual([
+      manifestName(base(2)),
+      dataName(base(2)),
+      manifestName(base(1)),
+      dataName(base(1)),
+      dataName(base(0)),
+    ]);
+    const left: string[] = [];
+    for await (const name of target.list('catalog/')) left.push(name);
+    expect(left.sort()).toEqual(
+      [
+        dataName(base(3)),
+        manifestName(base(3)),
+        dataName(base(4)),
+        manifestName(base(4)),
+        manifestName(base(5)),
+        dataName(base(6)),
+        'catalog/notes.txt',
+      ].sort(),
+    );
+  });
+});
