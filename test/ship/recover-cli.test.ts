@@ -112,7 +112,7 @@ describe('vdbak ship-catalog and recover', () => {
       .sort();
     const newest = join(target, 'catalog', copies[copies.length - 1]!);
     const bytes = readFileSync(newest);
-    bytes[bytes.length >> 1] ^= 0xff;
+    bytes[bytes.length >> 1] = bytes[bytes.length >> 1]! ^ 0xff;
     writeFileSync(newest, bytes);
     loseCatalog(repo);
     const r = vdbakOk(['recover', '--from-target', target, '--repo', join(dir, 'r2')]);
@@ -133,7 +133,7 @@ describe('vdbak ship-catalog and recover', () => {
     expect(newer.manifest.newestBackupId).toBe(b2.backupId);
     const data = join(target, newer.dataObject);
     const bytes = readFileSync(data);
-    bytes[bytes.length - 3] ^= 0x01;
+    bytes[bytes.length - 3] = bytes[bytes.length - 3]! ^ 0x01;
     writeFileSync(data, bytes);
     loseCatalog(repo);
 
