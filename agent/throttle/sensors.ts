@@ -50,8 +50,8 @@ export interface BlockDeviceId {
 
 /** Linux's dev_t encoding (glibc gnu_dev_major/minor): 12+20 bits of major, 20+12 of minor. */
 export function splitDev(dev: bigint): { major: number; minor: number } {
-  const major = Number(((dev >> 8n) & 0xfffn) | ((dev >> 32n) & ~0xfffn));
-  const minor = Number((dev & 0xffn) | ((dev >> 12n) & ~0xffn));
+  const major = Number(((dev >> 8n) & 0xfffn) | ((dev >> 32n) & 0xfffff000n));
+  const minor = Number((dev & 0xffn) | ((dev >> 12n) & 0xffffff00n));
   return { major, minor };
 }
 
@@ -80,10 +80,12 @@ function idOf(dir: string): BlockDeviceId | undefined {
 }
 
 /** The physical whole disks a sysfs device is made of (itself when it is one). */
-function leafDisks(roots: SysRoots, dir: string, depth: number, out: Map<string, BlockDeviceId>): void {
-  if (depth > MAX_SLAVE_DEPTH) return;
+function leafDisks(dir: string, depth: number, out: Map<string, BlockDeviceId>, seen: Set<string>): void {
   // a partition's whole disk is its parent folder in sysfs
   const whole = readText(join(dir, 'partition')) !== undefined ? dirname(dir) : dir;
+  // a loop in slaves/ (a broken or hostile tree) ends here
+  if (depth > MAX_SLAVE_DEPTH || seen.has(whole)) return;
+  seen.add(whole);
   let slaves: string[] = [];
   try {
     slaves = readdirSync(join(whole, 'slaves'));
@@ -97,7 +99,7 @@ function leafDisks(roots: SysRoots, dir: string, depth: number, out: Map<string,
   }
   for (const s of slaves) {
     try {
-      leafDisks(roots, realpathSync(join(whole, 'slaves', s)), depth + 1, out);
+      leafDisks(realpathSync(join(whole, 'slaves', s)), depth + 1, out, seen);
     } catch {
       // a slave that vanished meanwhile
     }
@@ -143,10 +145,15 @@ export function devicesUnder(path: string, roots: SysRoots = LIVE_ROOTS): BlockD
     if (!src) return [];
     ({ major, minor } = src);
   }
+  return devicesOf(major, minor, roots);
+}
+
+/** The physical whole disks under device major:minor (itself, its disk, or what a dm/md device is built on). */
+export function devicesOf(major: number, minor: number, roots: SysRoots = LIVE_ROOTS): BlockDeviceId[] {
   const dir = sysfsOf(roots, major, minor);
   if (!dir) return [];
   const out = new Map<string, BlockDeviceId>();
-  leafDisks(roots, dir, 0, out);
+  leafDisks(dir, 0, out, new Set());
   return [...out.values()].sort((a, b) => a.name.localeCompare(b.name));
 }
 
