@@ -5,7 +5,9 @@
  * stderr and the next ship (after the next backup, or `vdbak ship-catalog`)
  * tries again.
  *
- * VDBAK_SHIP_KEEP sets how many copies are kept (default 7).
+ * VDBAK_SHIP_KEEP sets how many copies are kept (default 7);
+ * VDBAK_SHIP_AFTER_BACKUP=0 turns shipping after backups off (the daemon's
+ * config will own both once it exists).
  */
 import { isVdbakError } from '../../parsers/errors.js';
 import type { Repo } from '../repo.js';
@@ -15,6 +17,7 @@ export async function shipAfterBackup(
   repo: Repo,
   warn: (line: string) => void = (l) => process.stderr.write(l),
 ): Promise<ShipResult | undefined> {
+  if (process.env.VDBAK_SHIP_AFTER_BACKUP === '0') return undefined;
   const keepEnv = process.env.VDBAK_SHIP_KEEP;
   const keep = keepEnv === undefined ? DEFAULT_KEEP : Number(keepEnv);
   try {

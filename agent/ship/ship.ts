@@ -167,7 +167,7 @@ export async function shipCatalog(repo: Repo, opts: ShipOptions = {}): Promise<S
     };
     const manifestObject = manifestName(base);
     await target.put(manifestObject, Buffer.from(`${JSON.stringify(manifest, null, 2)}\n`));
-    const { deleted, kept } = await pruneCopies(target, keep);
+    const { deleted, kept } = await pruneCopies(target, keep, base);
     return { manifest, manifestObject, dataObject: data, configWritten, deleted, kept };
   } finally {
     removeQuietly(tmp);
@@ -180,7 +180,12 @@ export async function shipCatalog(repo: Repo, opts: ShipOptions = {}): Promise<S
  * copy (data of an interrupted ship, a manifest whose data vanished). Objects
  * newer than the newest kept copy are left alone: they may be a ship in progress.
  */
-export async function pruneCopies(target: Target, keep: number): Promise<{ deleted: string[]; kept: number }> {
+export async function pruneCopies(
+  target: Target,
+  keep: number,
+  /** A copy never to delete (the one just shipped, should another share its millisecond). */
+  protect?: string,
+): Promise<{ deleted: string[]; kept: number }> {
   checkKeep(keep);
   const byBase = new Map<string, { data?: string; manifest?: string }>();
   for await (const name of target.list(CATALOG_PREFIX)) {
@@ -192,12 +197,15 @@ export async function pruneCopies(target: Target, keep: number): Promise<{ delet
   }
   const bases = [...byBase.keys()].sort().reverse();
   const complete = bases.filter((b) => byBase.get(b)!.data && byBase.get(b)!.manifest);
-  const kept = complete.slice(0, keep);
+  let kept = complete.slice(0, keep);
+  if (protect !== undefined && complete.includes(protect) && !kept.includes(protect)) {
+    kept = [...complete.filter((b) => b !== protect).slice(0, keep - 1), protect].sort().reverse();
+  }
   if (kept.length === 0) return { deleted: [], kept: 0 };
   const oldestKept = kept[kept.length - 1]!;
   const deleted: string[] = [];
   for (const b of bases) {
-    if (b >= oldestKept) continue;
+    if (b >= oldestKept || kept.includes(b)) continue;
     const e = byBase.get(b)!;
     for (const name of [e.manifest, e.data]) {
       if (!name) continue;

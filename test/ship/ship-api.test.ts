@@ -141,6 +141,29 @@ describe('shipCatalog', () => {
     expect(await shipAfterBackup(first.repo, (l) => warnings.push(l))).toBeDefined();
     expect(warnings).toHaveLength(1);
   });
+
+  it('after a backup ships with VDBAK_SHIP_KEEP copies, or not at all with VDBAK_SHIP_AFTER_BACKUP=0', async () => {
+    const { repo } = makeRepo();
+    const copies = async () => {
+      const names: string[] = [];
+      for await (const n of repo.target.list('catalog/')) names.push(n);
+      return names.length / 2;
+    };
+    const saved = { ...process.env };
+    try {
+      process.env.VDBAK_SHIP_KEEP = '2';
+      for (let i = 0; i < 3; i++) expect(await shipAfterBackup(repo)).toBeDefined();
+      expect(await copies()).toBe(2);
+      process.env.VDBAK_SHIP_AFTER_BACKUP = '0';
+      expect(await shipAfterBackup(repo)).toBeUndefined();
+      expect(await copies()).toBe(2);
+    } finally {
+      process.env.VDBAK_SHIP_KEEP = saved.VDBAK_SHIP_KEEP;
+      process.env.VDBAK_SHIP_AFTER_BACKUP = saved.VDBAK_SHIP_AFTER_BACKUP;
+      if (saved.VDBAK_SHIP_KEEP === undefined) delete process.env.VDBAK_SHIP_KEEP;
+      if (saved.VDBAK_SHIP_AFTER_BACKUP === undefined) delete process.env.VDBAK_SHIP_AFTER_BACKUP;
+    }
+  });
 });
 
 describe('recoverFromTarget', () => {
@@ -229,5 +252,14 @@ describe('pruneCopies', () => {
         'catalog/notes.txt',
       ].sort(),
     );
+    // a copy that sorts below another of the same millisecond survives when protected
+    const twin = '20261124T000000000Z-00000003';
+    await target.put(dataName(twin), Buffer.from('d'));
+    await target.put(manifestName(twin), Buffer.from('m'));
+    const r2 = await pruneCopies(target, 1, twin);
+    expect(r2.kept).toBe(1);
+    // older copies go; the twin that sorts above it is left for the next prune
+    expect(r2.deleted).toEqual([manifestName(base(3)), dataName(base(3))]);
+    expect(await target.exists(manifestName(twin))).toBe(true);
   });
 });
