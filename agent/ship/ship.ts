@@ -17,12 +17,12 @@
  */
 import Database from 'better-sqlite3';
 import { randomBytes } from 'node:crypto';
-import { existsSync, unlinkSync } from 'node:fs';
+import { existsSync, readdirSync, unlinkSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { errorsFor } from '../../parsers/errors.js';
 import type { Target } from '../../transport/targets/types.js';
-import type { Repo } from '../repo.js';
+import { processAlive, type Repo } from '../repo.js';
 import { ensureTargetConfig } from './config.js';
 import { compressFile, DEFAULT_PIECE_SIZE } from './frames.js';
 import {
@@ -114,6 +114,22 @@ function removeQuietly(path: string): void {
   }
 }
 
+const TEMP_RE = /^\.ship-(\d+)-[0-9a-f]+\.db$/;
+
+/** Removes temporary copies left by ships that were killed (their pid is gone). */
+function sweepDeadTemps(root: string): void {
+  let names: string[];
+  try {
+    names = readdirSync(root);
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    const m = TEMP_RE.exec(name);
+    if (m && !processAlive(Number(m[1]))) removeQuietly(join(root, name));
+  }
+}
+
 export function checkKeep(keep: number): void {
   if (!Number.isInteger(keep) || keep < 1 || keep > MAX_KEEP) {
     throw new RangeError(`keep ${keep} is not in 1..${MAX_KEEP}`);
@@ -128,6 +144,7 @@ export async function shipCatalog(repo: Repo, opts: ShipOptions = {}): Promise<S
   const configWritten = await ensureTargetConfig(target, repo.settings);
   const nowMs = opts.nowMs ?? Date.now();
   const base = newBase(nowMs);
+  sweepDeadTemps(repo.root);
   const tmp = join(repo.root, `.ship-${process.pid}-${randomBytes(6).toString('hex')}.db`);
   try {
     await repo.catalog.db.backup(tmp);

@@ -5,7 +5,7 @@
  */
 import Database from 'better-sqlite3';
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -128,6 +128,13 @@ describe('shipCatalog', () => {
     });
     // written once: a second ship does not rewrite it
     expect((await shipCatalog(repo)).configWritten).toBe(false);
+    // no temporary copy stays behind, and one left by a killed ship (a dead pid) is swept
+    const dead = join(repo.root, '.ship-999999999-abcdef.db');
+    writeFileSync(dead, 'left by a killed ship');
+    const mine = join(repo.root, `.ship-${process.pid}-abcdef.db`);
+    writeFileSync(mine, 'a ship of a live process');
+    await shipCatalog(repo);
+    expect(readdirSync(repo.root).filter((f) => f.startsWith('.ship-'))).toEqual([`.ship-${process.pid}-abcdef.db`]);
   });
 
   it('refuses a target that belongs to another repository; after a backup that is a warning', async () => {
