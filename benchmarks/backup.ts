@@ -271,6 +271,7 @@ function restore(): void {
   const best = (rs: Run[]) => Math.min(...rs.map((r) => r.seconds)) * 1000;
   const rss = (rs: Run[]) => Math.max(...rs.map((r) => r.rssMiB));
   const cell = (rs: Run[]) => `${ms(rs).toFixed(0)} ms median, ${best(rs).toFixed(0)} best (${rss(rs).toFixed(0)} MiB)`;
+  log(`restore: borg extract ${cell(b)}${v.length > 0 ? `, vdbak restore ${cell(v)}` : ''}`);
   out.borgExtract = { medianMs: ms(b), bestMs: best(b), rssMiB: rss(b) };
   if (v.length > 0) {
     out.vdbakRestore = { medianMs: ms(v), bestMs: best(v), rssMiB: rss(v) };
