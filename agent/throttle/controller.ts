@@ -13,7 +13,7 @@
  * with simulated samples.
  */
 import { errorsFor } from '../../parsers/errors.js';
-import type { Load } from './sensors.js';
+import { type Load, MIN_FOREGROUND_IOPS } from './sensors.js';
 
 export const MB = 1_000_000;
 const MINUTES_PER_DAY = 24 * 60;
@@ -150,8 +150,14 @@ export function initialState(limits: ThrottleLimits): ControllerState {
   };
 }
 
-/** The pressure the law looks at: over the sample period when known, else the kernel's 10 s average. */
+/**
+ * The pressure the law looks at: over the sample period when known, else the
+ * kernel's 10 s average. PSI is system-wide and counts our own workers'
+ * stalls too, so while the watched devices see no foreground requests the
+ * pressure is taken to be ours and ignored; a backup alone never slows itself.
+ */
 function pressureOf(load: Load): number | undefined {
+  if (load.foregroundIops !== undefined && load.foregroundIops < MIN_FOREGROUND_IOPS) return undefined;
   return load.pressureSome ?? load.pressureAvg10;
 }
 

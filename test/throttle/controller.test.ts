@@ -108,6 +108,12 @@ describe('the control law', () => {
     expect(idle[1]?.rate).toBeGreaterThan(idle[0]?.rate ?? Infinity);
   });
 
+  it('pressure while the devices see no foreground is ours: ignored', () => {
+    const states = run([{ dtMs: PERIOD, foregroundIops: 0, latencyMs: undefined, pressureSome: 95 }, pressure(95)]);
+    expect(states[0]?.mode).toBe('run');
+    expect(states[1]?.mode).toBe('pause');
+  });
+
   it('under oscillating load the rate saw-tooths and never leaves [floor, cap]', () => {
     const loads: Load[] = [];
     for (let i = 0; i < 200; i++) loads.push(i % 10 < 7 ? calm : slow(25));
