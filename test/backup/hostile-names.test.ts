@@ -63,12 +63,12 @@ beforeAll(() => {
   dir = fixture('backup-hostile.sh', [OUTSIDE]);
   repo = newRepo('hostile');
   scratch = mkdtempSync(join(tmpdir(), 'vdbak-hostile-'));
-  [backup] = vdbakOk(['backup', '--repo', repo, '--json', join(dir, 'hostile.vmdk')]).jsonLines<BackupJson>();
+  backup = vdbakOk(['backup', '--repo', repo, '--json', join(dir, 'hostile.vmdk')]).jsonLines<BackupJson>()[0]!;
 });
 
 describe('a guest volume with hostile names', () => {
   test('the backup keeps one entry of each duplicated name and says so', () => {
-    const dups = backup!.warningList.filter((w) => w.includes('EXT_DUPLICATE_NAME'));
+    const dups = backup.warningList.filter((w) => w.includes('EXT_DUPLICATE_NAME'));
     expect(dups.map((w) => /:(\/Qz7dup\w+): /.exec(w)?.[1])).toEqual(['/Qz7dupAbs', '/Qz7dupRel']);
   });
 
