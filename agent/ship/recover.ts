@@ -51,7 +51,23 @@ export interface RecoverResult {
   /** Packs the copy named that are gone from the target (pruned after the copy). */
   missingPacks: string[];
   adopted: { packs: number; chunks: number; unreadable: string[] };
+  /** Chunks that recovered backups reference but no pack on the target holds. */
+  missingChunks: number;
+  /** Recovered backups that lose file content to those chunks (e.g. forgotten and pruned after the copy). */
+  damagedBackups: number[];
   warnings: string[];
+}
+
+/** Backups holding a version that references any of `missing`. */
+function backupsReferencing(cat: Catalog, missing: Set<string>): number[] {
+  const out = new Set<number>();
+  if (missing.size === 0) return [];
+  for (const v of cat.allVersions()) {
+    const hit =
+      v.chunks?.some((h) => missing.has(h)) || (v.streams ?? []).some((st) => st.chunks.some((h) => missing.has(h)));
+    if (hit) for (const b of cat.backupsHolding(v)) out.add(b);
+  }
+  return [...out].sort((a, b) => a - b);
 }
 
 const recoverErr = (where: string) => errorsFor({ image: where, layer: 'repo' });
@@ -184,6 +200,9 @@ export async function recoverFromTarget(targetDir: string, newRoot: string): Pro
       repo.catalog.replacePackChunks(p.id, null);
     }
     const adopted = await adoptOrphanPacks(repo);
+    repo.catalog.collectReferenced();
+    const missing = new Set(repo.catalog.missingReferenced());
+    const damagedBackups = backupsReferencing(repo.catalog, missing);
     repo.catalog.checkpoint();
     const backups = repo.catalog.backups().map((b) => ({ id: b.id, vm: b.vmName, startedMs: b.startedMs }));
     const have = new Set(backups.map((b) => b.id));
@@ -194,6 +213,11 @@ export async function recoverFromTarget(targetDir: string, newRoot: string): Pro
     if (missingPacks.length) {
       warnings.push(
         `${missingPacks.length} pack(s) named by the copy are gone from the target (pruned after the copy); run 'vdbak check --read-data'`,
+      );
+    }
+    if (missing.size) {
+      warnings.push(
+        `${missing.size} chunk(s) that backup(s) ${damagedBackups.join(', ')} reference are on no pack of the target; run 'vdbak check' to see which files`,
       );
     }
     if (adopted.unreadable.length) {
@@ -210,6 +234,8 @@ export async function recoverFromTarget(targetDir: string, newRoot: string): Pro
       reaped,
       missingPacks,
       adopted,
+      missingChunks: missing.size,
+      damagedBackups,
       warnings,
     };
   } finally {

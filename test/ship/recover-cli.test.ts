@@ -4,13 +4,16 @@
  * back up, ship, back up again, lose the catalog, recover on a "new machine"
  * from the target alone, and restore files compared with the source trees.
  */
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { fixture, ROOT, sha256, sha256sumFile } from '../helpers/fixtures.js';
 import { type BackupJson, vdbak, vdbakOk } from '../helpers/vdbak.js';
+import { openRepo, type Repo } from '../../agent/repo.js';
+import { encodeChunk } from '../../transport/codec.js';
+import { packObjectName, PackReader, PackWriter } from '../../transport/pack.js';
 
 let store: string;
 let lin: string;
@@ -51,6 +54,15 @@ const backup = (repo: string, src: string): BackupJson =>
   vdbakOk(['backup', '--repo', repo, '--json', src]).jsonLines<BackupJson>()[0]!;
 const ship = (repo: string, ...more: string[]): ShipJson =>
   vdbakOk(['ship-catalog', '--repo', repo, '--json', ...more]).json<ShipJson>();
+
+/** Every chunk hash the files of one backup reference. */
+function b1Chunks(r: Repo, backupId: number): Set<string> {
+  const out = new Set<string>();
+  for (const vol of r.catalog.backupVolumes(backupId)) {
+    for (const v of r.catalog.walk(backupId, vol.volumeId)) for (const h of v.chunks ?? []) out.add(h);
+  }
+  return out;
+}
 
 /** The controller dies: its catalog (and WAL) is gone; the target survives. */
 function loseCatalog(repo: string): void {
@@ -176,6 +188,80 @@ describe('vdbak ship-catalog and recover', () => {
     expect(last.kept).toBe(2);
     expect(last.deleted).toEqual([ships[1]!.manifestObject, ships[1]!.dataObject]);
     expect(vdbak(['ship-catalog', '--repo', repo, '--keep', '0']).code).toBe(2);
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('follows chunks that a prune moved to new packs after the copy, and names backups whose data is gone', async () => {
+    const { dir, repo, target } = newRepo();
+    const b1 = backup(repo, lin);
+    const b2 = backup(repo, win);
+    ship(repo);
+    // after the copy: lin01's packs are rewritten under new names (what prune's repack does),
+    // and win01's packs are deleted (as if its backups were forgotten and pruned)
+    const r = openRepo(repo);
+    const moved: string[] = [];
+    const deleted: string[] = [];
+    try {
+      const linPacks = new Set(
+        r.catalog
+          .packs()
+          .filter((p) => r.catalog.packChunks(p.id).length > 0)
+          .map((p) => p.name),
+      );
+      for (const p of r.catalog.packs()) {
+        const bytes = await r.target.get(p.name);
+        const reader = await PackReader.fromBytes(bytes, p.name);
+        const isLin = reader.entries.some((e) => b1Chunks(r, b1.backupId).has(e.hash));
+        if (!isLin) {
+          await r.target.delete(p.name);
+          deleted.push(p.name);
+          continue;
+        }
+        const w = new PackWriter();
+        for (const e of reader.entries) {
+          w.add({
+            hash: e.hash,
+            rawLength: e.rawLength,
+            codec: e.codec,
+            stored: bytes.subarray(e.offset, e.offset + e.storedLength),
+          });
+        }
+        // one more chunk, so that the new pack differs from the old (a pack's name is its content's hash)
+        const extra = randomBytes(1000);
+        w.add(encodeChunk({ hash: sha256(extra), bytes: extra }));
+        const fin = w.finish();
+        expect(packObjectName(fin.id)).not.toBe(p.name);
+        const name = packObjectName(fin.id);
+        await r.target.put(name, fin.bytes);
+        r.catalog.replacePackChunks(p.id, { name, size: fin.bytes.length, entries: fin.entries });
+        await r.target.delete(p.name);
+        moved.push(p.name);
+      }
+      expect(linPacks.size).toBeGreaterThan(0);
+      expect(moved.length).toBeGreaterThan(0);
+      expect(deleted.length).toBeGreaterThan(0);
+    } finally {
+      r.close();
+    }
+    loseCatalog(repo);
+    const repo2 = join(dir, 'r2');
+    const res = vdbakOk(['recover', '--from-target', target, '--repo', repo2, '--json']).json<
+      RecoverJson & { missingPacks: string[]; missingChunks: number; damagedBackups: number[] }
+    >();
+    expect(res.missingPacks.sort()).toEqual([...moved, ...deleted].sort());
+    expect(res.adopted.packs).toBe(moved.length);
+    expect(res.damagedBackups).toEqual([b2.backupId]);
+    expect(res.missingChunks).toBeGreaterThan(0);
+    // lin01's backup reads from the new packs
+    const out = join(dir, 'restored');
+    vdbakOk(['restore', '--repo', repo2, String(b1.backupId), '/d0p1/var/log/syslog', '--to', out]);
+    expect(sha256sumFile(join(out, 'syslog'))).toBe(sha256sumFile(join(store, 'sources/lin01/var/log/syslog')));
+    // check names the damage in win01's backup
+    const check = vdbak(['check', '--repo', repo2, '--json']);
+    expect(check.code).toBe(1);
+    const report = check.json<{ damaged: { vm: string; backups: number[] }[] }>();
+    expect(report.damaged.length).toBeGreaterThan(0);
+    expect(report.damaged.every((d) => d.vm === 'win01' && d.backups.includes(b2.backupId))).toBe(true);
     rmSync(dir, { recursive: true, force: true });
   });
 
