@@ -70,6 +70,15 @@ export function stampOf(ms: number): string {
   return new Date(ms).toISOString().replace(/[-:.]/g, '');
 }
 
+/** The time in ms a base's stamp names, or undefined when it is not a valid time. */
+export function stampMs(base: string): number | undefined {
+  const m = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})(\d{3})Z-/.exec(base);
+  if (!m) return undefined;
+  const [y, mo, d, h, mi, s, ms] = m.slice(1).map(Number) as [number, number, number, number, number, number, number];
+  const t = Date.UTC(y, mo - 1, d, h, mi, s, ms);
+  return Number.isNaN(t) || stampOf(t) !== base.slice(0, 19) ? undefined : t;
+}
+
 export function newBase(ms: number): string {
   return `${stampOf(ms)}-${randomBytes(ID_BYTES).toString('hex')}`;
 }

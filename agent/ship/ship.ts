@@ -36,6 +36,7 @@ import {
   type ManifestBackup,
   newBase,
   parseCopyName,
+  stampMs,
 } from './manifest.js';
 
 /** Copies kept on the target unless told otherwise (a week of nightly ships). */
@@ -143,7 +144,9 @@ export async function shipCatalog(repo: Repo, opts: ShipOptions = {}): Promise<S
   const target = repo.target;
   const configWritten = await ensureTargetConfig(target, repo.settings);
   const nowMs = opts.nowMs ?? Date.now();
-  const base = newBase(nowMs);
+  // names must sort in shipping order even if this clock is behind the one that shipped before
+  // (a new controller after recovery): recovery takes the copy whose name sorts last
+  const base = newBase(Math.max(nowMs, (await newestStampMs(target)) + 1));
   sweepDeadTemps(repo.root);
   const tmp = join(repo.root, `.ship-${process.pid}-${randomBytes(6).toString('hex')}.db`);
   try {
@@ -189,6 +192,17 @@ export async function shipCatalog(repo: Repo, opts: ShipOptions = {}): Promise<S
   } finally {
     removeQuietly(tmp);
   }
+}
+
+/** The stamp of the newest copy (or leftover) on the target, or -Infinity when there is none. */
+async function newestStampMs(target: Target): Promise<number> {
+  let newest = -Infinity;
+  for await (const name of target.list(CATALOG_PREFIX)) {
+    const p = parseCopyName(name);
+    const t = p ? stampMs(p.base) : undefined;
+    if (t !== undefined && t > newest) newest = t;
+  }
+  return newest;
 }
 
 /**

@@ -13,7 +13,7 @@ import { CATALOG_FILE, initRepo, openRepo, type Repo } from '../../agent/repo.js
 import { shipAfterBackup } from '../../agent/ship/after-backup.js';
 import { CONFIG_OBJECT } from '../../agent/ship/config.js';
 import { decodeCopyTo, DEFAULT_PIECE_SIZE } from '../../agent/ship/frames.js';
-import { dataName, manifestName, parseManifest } from '../../agent/ship/manifest.js';
+import { dataName, manifestName, parseManifest, stampMs } from '../../agent/ship/manifest.js';
 import { recoverFromTarget } from '../../agent/ship/recover.js';
 import { pruneCopies, shipCatalog } from '../../agent/ship/ship.js';
 import { LocalTarget } from '../../transport/targets/local.js';
@@ -170,6 +170,26 @@ describe('shipCatalog', () => {
       if (saved.VDBAK_SHIP_KEEP === undefined) delete process.env.VDBAK_SHIP_KEEP;
       if (saved.VDBAK_SHIP_AFTER_BACKUP === undefined) delete process.env.VDBAK_SHIP_AFTER_BACKUP;
     }
+  });
+});
+
+describe('copy names', () => {
+  it('sort after every copy already on the target, even when this clock is behind', async () => {
+    const { repo } = makeRepo();
+    const first = await shipCatalog(repo);
+    // a copy stamped by a controller whose clock ran ahead
+    const future = '20991231T235959999Z-0000abcd';
+    await repo.target.put(dataName(future), Buffer.from('d'));
+    await repo.target.put(manifestName(future), Buffer.from('m'));
+    const now = Date.UTC(2026, 10, 23, 12);
+    const next = await shipCatalog(repo, { nowMs: now });
+    expect(next.manifest.base > future).toBe(true);
+    expect(next.manifest.base > first.manifest.base).toBe(true);
+    expect(stampMs(next.manifest.base)).toBe(Date.UTC(2100, 0, 1));
+    // the manifest still tells the real time
+    expect(next.manifest.timeMs).toBe(now);
+    expect(next.manifest.time).toBe('2026-11-23T12:00:00.000Z');
+    expect(stampMs('20261323T000000000Z-00000000')).toBeUndefined();
   });
 });
 
