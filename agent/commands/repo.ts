@@ -141,6 +141,8 @@ export async function cmdBackup(args: string[]): Promise<number> {
         process.stderr.write(`vdbak: backup of ${src.name} failed: ${(e as Error).message}\n`);
       }
     }
+    // a copy of the catalog goes to the target after every backup: a lost controller loses nothing
+    if (failed < sources.length) await (await import('../ship/after-backup.js')).shipAfterBackup(repo);
   } finally {
     await pool.close();
     try {
