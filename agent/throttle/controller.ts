@@ -49,6 +49,21 @@ export interface ThrottleLimits {
   calmFraction: number;
   /** Device utilisation (0..1) at which the rate holds instead of growing, while a foreground is active. */
   holdUtilisation: number;
+  /**
+   * The relative rule, for devices far faster than the absolute thresholds
+   * (NVMe, a cached virtual disk): the rate is cut when the foreground's
+   * latency reaches this multiple of its latency without us, measured by
+   * pausing the backup now and then (a probe). 0 turns the rule and the probes off.
+   */
+  relativeSlow: number;
+  /** Below this multiple of the foreground's own latency the rate grows; between it and relativeSlow it holds. */
+  relativeCalm: number;
+  /** Foreground requests per second below which the relative rule and probes are off (too few to average). */
+  relativeMinIops: number;
+  /** Seconds between probes while a foreground is active. */
+  probeEverySec: number;
+  /** Sample periods a probe pauses for: the first lets our reads in flight drain, the last measures. */
+  probePeriods: number;
   quietWindows: QuietWindow[];
 }
 
@@ -65,10 +80,15 @@ export const DEFAULT_LIMITS: ThrottleLimits = {
   increasePerSec: 10 * MB,
   calmFraction: 0.75,
   holdUtilisation: 0.95,
+  relativeSlow: 1.3,
+  relativeCalm: 1.1,
+  relativeMinIops: 100,
+  probeEverySec: 30,
+  probePeriods: 2,
   quietWindows: [],
 };
 
-export type Mode = 'run' | 'hold' | 'slow' | 'stop' | 'pause' | 'full';
+export type Mode = 'run' | 'hold' | 'slow' | 'stop' | 'pause' | 'full' | 'probe';
 
 export interface ControllerState {
   /** The rate the token bucket runs at now (bytes/s); 0 when stopped or paused. */
@@ -80,6 +100,12 @@ export interface ControllerState {
   reason: string;
   /** The sample the decision was made on. */
   load?: Load;
+  /** The foreground's latency without us (ms), from the last probe and lower readings since. */
+  baseLatencyMs?: number;
+  /** Seconds since the last probe. */
+  sinceProbeS?: number;
+  /** Sample periods left in a running probe. */
+  probeLeft?: number;
 }
 
 const err = errorsFor({ image: 'throttle limits', layer: 'file' });
@@ -123,6 +149,13 @@ export function resolveLimits(partial: Partial<ThrottleLimits> = {}): ThrottleLi
   if (!(l.decreaseFactor > 0 && l.decreaseFactor < 1)) bad('decreaseFactor', 'must lie strictly between 0 and 1');
   if (!(l.calmFraction > 0 && l.calmFraction <= 1)) bad('calmFraction', 'must lie in (0, 1]');
   if (!(l.holdUtilisation > 0 && l.holdUtilisation <= 1)) bad('holdUtilisation', 'must lie in (0, 1]');
+  if (l.relativeSlow !== 0 && !(l.relativeSlow > 1)) bad('relativeSlow', 'must be above 1, or 0 to turn it off');
+  if (!(l.relativeCalm >= 1 && (l.relativeSlow === 0 || l.relativeCalm <= l.relativeSlow)))
+    bad('relativeCalm', 'must lie between 1 and relativeSlow');
+  if (!(l.relativeMinIops >= 0)) bad('relativeMinIops', 'must be 0 or more');
+  if (!(l.probeEverySec > 0)) bad('probeEverySec', 'must be above 0');
+  if (!(Number.isInteger(l.probePeriods) && l.probePeriods >= 2 && l.probePeriods <= 10))
+    bad('probePeriods', 'must be a whole number from 2 to 10');
   for (const w of l.quietWindows) {
     parseTimeOfDay(w.start);
     parseTimeOfDay(w.end);
@@ -161,10 +194,17 @@ function pressureOf(load: Load): number | undefined {
   return load.pressureSome ?? load.pressureAvg10;
 }
 
+/** Whether a sample carries enough foreground requests for the relative rule. */
+function relativeOn(load: Load, limits: ThrottleLimits): boolean {
+  return (
+    limits.relativeSlow > 0 && load.latencyMs !== undefined && (load.foregroundIops ?? 0) >= limits.relativeMinIops
+  );
+}
+
 /**
  * One step of the law. `minuteOfDay` is local time (0..1439) for the quiet
  * windows. Order matters: a quiet window beats everything, then pause (by
- * pressure), stop (by latency), slow down, hold, ramp up.
+ * pressure), a probe in progress, stop (by latency), slow down, hold, ramp up.
  */
 export function decide(
   prev: ControllerState,
@@ -172,7 +212,7 @@ export function decide(
   limits: ThrottleLimits,
   minuteOfDay: number,
 ): ControllerState {
-  const { maxBytesPerSec: max, minBytesPerSec: min } = limits;
+  const { maxBytesPerSec: max } = limits;
   const win = limits.quietWindows.find((w) => inWindow(w, minuteOfDay));
   if (win) {
     return {
@@ -187,16 +227,71 @@ export function decide(
   const lat = load.latencyMs;
   const psi = pressureOf(load);
   // leaving a quiet window: start again from where a backup starts, not from the cap
-  const base = prev.mode === 'full' ? limits.startBytesPerSec : prev.target;
-  const cut = Math.max(min, base * limits.decreaseFactor);
+  const from = prev.mode === 'full' ? limits.startBytesPerSec : prev.target;
+  const cut = Math.max(limits.minBytesPerSec, from * limits.decreaseFactor);
+  const keep = { sinceProbeS: (prev.sinceProbeS ?? Infinity) + dtS, baseLatencyMs: prev.baseLatencyMs };
 
   const paused = prev.mode === 'pause';
   if (psi !== undefined && (paused ? psi >= limits.resumePressure : psi > limits.pausePressure)) {
     const reason = paused
       ? `io pressure ${pct(psi)} ≥ ${pct(limits.resumePressure)}: still paused`
       : `io pressure ${pct(psi)} > ${pct(limits.pausePressure)}: pausing`;
-    return { rate: 0, target: paused ? base : cut, mode: 'pause', reason, load };
+    return { ...keep, rate: 0, target: paused ? from : cut, mode: 'pause', reason, load };
   }
+
+  // a probe: no reads of ours for probePeriods samples; the last one is the foreground alone
+  if (prev.mode === 'probe' && (prev.probeLeft ?? 0) > 1) {
+    const left = (prev.probeLeft ?? 2) - 1;
+    return { ...keep, rate: 0, target: from, mode: 'probe', probeLeft: left, reason: prev.reason, load };
+  }
+  let baseLatencyMs = keep.baseLatencyMs;
+  let probed = '';
+  if (prev.mode === 'probe') {
+    baseLatencyMs = relativeOn(load, limits) ? lat : undefined;
+    keep.sinceProbeS = 0;
+    probed =
+      baseLatencyMs === undefined
+        ? 'probe: foreground too quiet to measure; '
+        : `probe: foreground alone ${ms(baseLatencyMs)}; `;
+  } else if (relativeOn(load, limits) && keep.sinceProbeS >= limits.probeEverySec) {
+    return {
+      ...keep,
+      rate: 0,
+      target: from,
+      mode: 'probe',
+      probeLeft: limits.probePeriods,
+      reason: `pausing ${Math.round(limits.probePeriods * load.dtMs)} ms to measure the foreground alone`,
+      load,
+    };
+  }
+  // our presence only adds latency: any lower reading is a better idea of the foreground alone
+  if (baseLatencyMs !== undefined && lat !== undefined && relativeOn(load, limits) && lat < baseLatencyMs)
+    baseLatencyMs = lat;
+  const next = law(prev, load, limits, {
+    from,
+    cut,
+    dtS,
+    lat,
+    psi,
+    baseLatencyMs: relativeOn(load, limits) ? baseLatencyMs : undefined,
+  });
+  return { ...next, reason: probed + next.reason, sinceProbeS: keep.sinceProbeS, baseLatencyMs, load };
+}
+
+interface LawInput {
+  from: number;
+  cut: number;
+  dtS: number;
+  lat: number | undefined;
+  psi: number | undefined;
+  /** The foreground's own latency when the relative rule applies to this sample. */
+  baseLatencyMs: number | undefined;
+}
+
+/** Stop, slow down, hold or ramp up. */
+function law(prev: ControllerState, load: Load, limits: ThrottleLimits, x: LawInput): ControllerState {
+  const { maxBytesPerSec: max, minBytesPerSec: min } = limits;
+  const { from, cut, dtS, lat, psi, baseLatencyMs: alone } = x;
   if (lat !== undefined && lat >= limits.stopMs) {
     // each sample still above stopMs cuts the rate we will resume at
     return {
@@ -204,39 +299,30 @@ export function decide(
       target: cut,
       mode: 'stop',
       reason: `latency ${ms(lat)} ≥ ${ms(limits.stopMs)}: no new reads (will resume at ${formatRate(cut)})`,
-      load,
     };
   }
   const slowBy: string[] = [];
   if (lat !== undefined && lat >= limits.slowDownMs) slowBy.push(`latency ${ms(lat)} ≥ ${ms(limits.slowDownMs)}`);
+  else if (lat !== undefined && alone !== undefined && lat >= alone * limits.relativeSlow)
+    slowBy.push(`latency ${ms(lat)} ≥ ${limits.relativeSlow} × ${ms(alone)} alone`);
   if (psi !== undefined && psi >= limits.slowPressure)
     slowBy.push(`io pressure ${pct(psi)} ≥ ${pct(limits.slowPressure)}`);
   if (slowBy.length > 0) {
-    return {
-      rate: cut,
-      target: cut,
-      mode: 'slow',
-      reason: `${slowBy.join(', ')}: slowing to ${formatRate(cut)}`,
-      load,
-    };
+    return { rate: cut, target: cut, mode: 'slow', reason: `${slowBy.join(', ')}: slowing to ${formatRate(cut)}` };
   }
-  const resumed = paused || prev.mode === 'stop' ? 'resuming; ' : '';
+  const resumed = prev.mode === 'pause' || prev.mode === 'stop' ? 'resuming; ' : '';
   const holdBy: string[] = [];
   if (lat !== undefined && lat >= limits.slowDownMs * limits.calmFraction)
     holdBy.push(`latency ${ms(lat)} near ${ms(limits.slowDownMs)}`);
+  else if (lat !== undefined && alone !== undefined && lat >= alone * limits.relativeCalm)
+    holdBy.push(`latency ${ms(lat)} near ${limits.relativeSlow} × ${ms(alone)} alone`);
   const busy = load.utilisation !== undefined && load.utilisation >= limits.holdUtilisation;
   if (busy && (load.foregroundIops ?? 0) > 0) holdBy.push(`device ${pct((load.utilisation ?? 0) * 100)} busy`);
   if (holdBy.length > 0) {
-    const r = Math.min(max, Math.max(min, base));
-    return {
-      rate: r,
-      target: r,
-      mode: 'hold',
-      reason: `${resumed}${holdBy.join(', ')}: holding ${formatRate(r)}`,
-      load,
-    };
+    const r = Math.min(max, Math.max(min, from));
+    return { rate: r, target: r, mode: 'hold', reason: `${resumed}${holdBy.join(', ')}: holding ${formatRate(r)}` };
   }
-  const up = Math.min(max, Math.max(min, base + limits.increasePerSec * dtS));
+  const up = Math.min(max, Math.max(min, from + limits.increasePerSec * dtS));
   const why =
     lat === undefined
       ? load.foregroundIops === undefined
@@ -247,7 +333,7 @@ export function decide(
     up >= max
       ? `${resumed}${why}: at the cap (${formatRate(max)})`
       : `${resumed}${why}: ramping up to ${formatRate(up)}`;
-  return { rate: up, target: up, mode: 'run', reason, load };
+  return { rate: up, target: up, mode: 'run', reason };
 }
 
 /** Local minute of the day (0..1439) of an epoch time. */

@@ -22,7 +22,11 @@ const pressure = (pressureSome: number): Load => ({ ...calm, pressureSome });
 /** A simulated run: feeds loads one period apart from 12:00 UTC and returns every state. */
 function run(loads: Load[], limits: Partial<ThrottleLimits> = {}, startMinute = 12 * 60): ControllerState[] {
   let t = Date.UTC(2026, 10, 23, 0, startMinute);
-  const c = new ThrottleController(limits, (ms) => new Date(ms).getUTCHours() * 60 + new Date(ms).getUTCMinutes());
+  // the relative rule (with its probes) has its own tests below
+  const c = new ThrottleController(
+    { relativeSlow: 0, ...limits },
+    (ms) => new Date(ms).getUTCHours() * 60 + new Date(ms).getUTCMinutes(),
+  );
   return loads.map((l) => {
     t += l.dtMs;
     return c.step(l, t);
@@ -164,6 +168,47 @@ describe('the control law', () => {
   });
 });
 
+describe('the relative rule (fast devices)', () => {
+  const fg = (latencyMs: number, foregroundIops = 1000): Load => ({
+    dtMs: PERIOD,
+    latencyMs,
+    foregroundIops,
+    utilisation: 0.5,
+  });
+  const rel = { relativeSlow: 1.3, startBytesPerSec: 40 * MB };
+
+  it('probes the foreground alone, then slows when we add 30 % to its latency', () => {
+    const states = run([fg(1.0), fg(1.0), fg(0.8), fg(0.85), fg(1.2), fg(0.9), fg(0.8)], rel);
+    expect(states[0]).toMatchObject({ mode: 'probe', rate: 0, target: 40 * MB });
+    expect(states[0]?.reason).toBe('pausing 1000 ms to measure the foreground alone');
+    expect(states[1]).toMatchObject({ mode: 'probe', rate: 0 });
+    expect(states[2]?.baseLatencyMs).toBe(0.8);
+    expect(states[2]?.reason).toMatch(/^probe: foreground alone 0\.8 ms; latency 0\.8 ms: ramping up to 45 MB\/s$/);
+    expect(states[3]?.mode).toBe('run');
+    expect(states[4]).toMatchObject({ mode: 'slow', rate: 25 * MB });
+    expect(states[4]?.reason).toBe('latency 1.2 ms ≥ 1.3 × 0.8 ms alone: slowing to 25 MB/s');
+    expect(states[5]?.mode).toBe('hold');
+    expect(states[6]?.mode).toBe('run');
+  });
+
+  it('probes again every probeEverySec, and not at all for a quiet foreground', () => {
+    const states = run([...repeat(fg(1), 3), ...repeat(fg(1), 60), fg(1)], { ...rel, probeEverySec: 30 });
+    const probes = states.map((s, i) => (s.mode === 'probe' && s.probeLeft === 2 ? i : -1)).filter((i) => i >= 0);
+    expect(probes).toEqual([0, 62]);
+    const quiet = run(repeat(fg(5, 20), 10), rel);
+    expect(quiet.every((s) => s.mode === 'run')).toBe(true);
+  });
+
+  it('a lower reading lowers the idea of the foreground alone; a quiet probe forgets it', () => {
+    const states = run([fg(1), fg(1), fg(1), fg(0.5), fg(0.7), ...repeat(fg(0.4, 10), 70)], rel);
+    expect(states[3]?.baseLatencyMs).toBe(0.5);
+    expect(states[4]?.mode).toBe('slow');
+    // no probe without enough foreground; the base stays what it was
+    expect(states.at(-1)?.baseLatencyMs).toBe(0.5);
+    expect(states.at(-1)?.mode).toBe('run');
+  });
+});
+
 describe('limits', () => {
   it('fills defaults and keeps the start inside [floor, cap]', () => {
     expect(resolveLimits()).toEqual(DEFAULT_LIMITS);
@@ -176,6 +221,8 @@ describe('limits', () => {
     expect(() => resolveLimits({ decreaseFactor: 1 })).toThrow(/decreaseFactor/);
     expect(() => resolveLimits({ maxBytesPerSec: Number.NaN })).toThrow(/maxBytesPerSec/);
     expect(() => resolveLimits({ pausePressure: 120 })).toThrow(CorruptError);
+    expect(() => resolveLimits({ relativeSlow: 0.9 })).toThrow(/relativeSlow/);
+    expect(() => resolveLimits({ probePeriods: 1 })).toThrow(/probePeriods/);
     expect(() => resolveLimits({ quietWindows: [{ start: '25:00', end: '01:00' }] })).toThrow(/THROTTLE_BAD_TIME/);
   });
 
