@@ -268,6 +268,11 @@ describe('restores through faults and damage', () => {
     const truth = readFileSync(join(store, 'sources', 'win01', rel));
     expect(c.bytes.length).toBeLessThan(truth.length);
     expect(truth.subarray(0, c.bytes.length).equals(c.bytes)).toBe(true);
+    // a tar stream cannot leave an entry out once its header is written: it says so and exits 1
+    const t = vdbak(['restore', '--repo', copy, 'win01', '/d0p2', '--tar', '-']);
+    expect(t.code).toBe(1);
+    expect(t.stderr).toContain(`failed: ${rel}: `);
+    expect(t.stderr).toMatch(TYPED_READ_ERROR);
     // the undamaged repository still restores that file
     expect(statSync(join(store, 'sources', 'win01', rel)).size).toBe(truth.length);
     const good = join(mkdtempSync(join(scratch, 'good-')), 'out');

@@ -23,6 +23,7 @@ import {
   readTsv,
   sampleStore,
   snapshotTree,
+  vdbak,
   vdbakOk,
 } from '../helpers/vdbak.js';
 
@@ -187,6 +188,33 @@ describe('the ext fixture tree in a VMDK snapshot chain (backup-chains.sh)', () 
     const dir = restoreTar('ext-v2', '/d0p1');
     // tar keeps fifos; devices and sockets are noted, not written
     expectSameTree(join(chains, 'ext', 'src2'), dir, opts);
+  });
+
+  test('restore --tar FILE writes the same tree; an existing FILE is refused', () => {
+    const base = mkdtempSync(join(scratch, 'tf-'));
+    const tarFile = join(base, 'v2.tar');
+    const r = vdbak(['restore', '--repo', repo, id('ext-v2'), '/d0p1', '--tar', tarFile]);
+    expect(r.code, r.stderr).toBe(0);
+    const dir = join(base, 'out');
+    mkdirSync(dir);
+    const x = spawnSync('tar', ['-x', '-C', dir, '-f', tarFile], { encoding: 'utf8' });
+    expect(x.status, x.stderr).toBe(0);
+    expectSameTree(join(chains, 'ext', 'src2'), dir, opts);
+    const again = vdbak(['restore', '--repo', repo, id('ext-v2'), '/d0p1/bulk', '--tar', tarFile]);
+    expect(again.code).toBe(1);
+    expect(again.stderr).toMatch(/RESTORE_EXISTS/);
+  });
+
+  test('a second restore into the same folder keeps what is there unless --overwrite', () => {
+    const { dir } = restoreTo('ext-v1', '/d0p1/bulk');
+    const f010 = join(dir, 'bulk', 'f010');
+    const v1 = fileSha(f010);
+    const keep = vdbak(['restore', '--repo', repo, id('ext-v2'), '/d0p1/bulk', '--to', dir, '--json']);
+    const notes = keep.json<RestoreJson>().notes;
+    expect(notes.some((n) => n.kind === 'exists' && n.path === 'bulk/f010')).toBe(true);
+    expect(fileSha(f010)).toBe(v1);
+    vdbakOk(['restore', '--repo', repo, id('ext-v2'), '/d0p1/bulk', '--to', dir, '--overwrite']);
+    expect(fileSha(f010)).toBe(fileSha(join(chains, 'ext', 'src2', 'bulk', 'f010')));
   });
 
   test('a single folder and a single file', () => {
