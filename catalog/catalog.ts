@@ -438,9 +438,11 @@ export class Catalog {
   currentVersion(volumeId: number, path: string): VersionRow | undefined {
     const { dir, name } = splitPath(path);
     const r = this.st(
-      `SELECT ${VERSION_COLUMNS} FROM versions v JOIN dirs d ON d.id = v.dir_id
-         WHERE v.volume_id = ? AND d.path = ? AND v.name = ? AND v.last_backup IS NULL
-           AND v.first_backup NOT IN (SELECT id FROM backups WHERE state <> 'complete')`,
+      // CROSS JOIN keeps SQLite from scanning every open version of the volume (dirs first, then
+      // versions_current on all three columns): a lookup must not grow with the volume
+      `SELECT ${VERSION_COLUMNS} FROM dirs d CROSS JOIN versions v ON v.dir_id = d.id
+         WHERE d.volume_id = ? AND d.path = ? AND v.volume_id = d.volume_id AND v.name = ? AND v.last_backup IS NULL
+           AND NOT EXISTS (SELECT 1 FROM backups b WHERE b.id = v.first_backup AND b.state <> 'complete')`,
     ).get(volumeId, dir, name) as Row | undefined;
     return r ? toVersion(r) : undefined;
   }
@@ -493,7 +495,7 @@ export class Catalog {
   lookup(backupId: number, volumeId: number, path: string): VersionRow | undefined {
     const { dir, name } = splitPath(path);
     const r = this.st(
-      `SELECT ${VERSION_COLUMNS} FROM versions v JOIN dirs d ON d.id = v.dir_id
+      `SELECT ${VERSION_COLUMNS} FROM dirs d CROSS JOIN versions v ON v.dir_id = d.id
          WHERE d.volume_id = ? AND d.path = ? AND v.name = ? AND ${IN_BACKUP}`,
     ).get(volumeId, dir, name, backupId, backupId) as Row | undefined;
     return r ? toVersion(r) : undefined;
@@ -560,7 +562,7 @@ export class Catalog {
     const stmt = this.st(
       `SELECT ${VERSION_COLUMNS} FROM versions v JOIN dirs d ON d.id = v.dir_id
        WHERE (? IS NULL OR v.volume_id IN (SELECT value FROM json_each(?)))
-         AND v.first_backup NOT IN (SELECT id FROM backups WHERE state <> 'complete')`,
+         AND NOT EXISTS (SELECT 1 FROM backups b WHERE b.id = v.first_backup AND b.state <> 'complete')`,
     );
     const ids = volumeIds ? JSON.stringify(volumeIds) : null;
     for (const r of stmt.iterate(ids, ids) as Iterable<Row>) yield toVersion(r);

@@ -38,6 +38,8 @@ const TASK_ITEMS = 512;
 /** Commit the writer's open transaction after this many statements or milliseconds. */
 const COMMIT_EVERY_OPS = 5000;
 const COMMIT_EVERY_MS = 1000;
+/** The walk hands the event loop a turn at least this often. */
+const YIELD_EVERY_MS = 50;
 /** Warning texts kept per backup (the count is always exact). */
 const MAX_WARNING_TEXTS = 1000;
 /** Path under which a volume without a readable filesystem keeps its allocated bytes. */
@@ -239,9 +241,15 @@ class BackupRun {
       zstdLevel: this.repo.settings.zstdLevel,
     };
     let entries = 0;
+    let lastYield = Date.now();
     for (const e of fs.walk()) {
       this.check();
       entries++;
+      if (Date.now() - lastYield >= YIELD_EVERY_MS) {
+        // unchanged files need no await: let signals, worker results and progress through
+        await new Promise<void>((r) => setImmediate(r));
+        lastYield = Date.now();
+      }
       this.stats.entries++;
       this.stats.currentPath = e.path;
       let runs: DataRun[] | undefined;
