@@ -338,6 +338,38 @@ describe('kill -9 during a backup, then back up again', () => {
     },
   );
 
+  it('a kill in the second VM of one command leaves the first VM’s backup whole and the second invisible', () => {
+    const repo = newRepo('two-vms');
+    const a = mkdtempSync(join(scratch, 'vm-alpha-'));
+    const b = mkdtempSync(join(scratch, 'vm-beta-'));
+    copyFileSync(join(fx, 'many.vmdk'), join(a, 'alpha.vmdk'));
+    copyFileSync(join(fx, 'v1.vmdk'), join(b, 'beta.vmdk'));
+    const args = ['backup', '--repo', repo, '--json', join(a, 'alpha.vmdk'), join(b, 'beta.vmdk')];
+    // alpha stores one pack; the hook counts per VM, so the 2nd pack stored is beta's
+    killedAt(args, { VDBAK_TEST_KILL_BACKUP_AT: 'pack-stored:2' });
+    expect(backups(repo).map((x) => [x.state, x.id])).toEqual([
+      ['complete', 1],
+      ['running', 2],
+    ]);
+    expect(vdbakOk(['cat', '--repo', repo, 'alpha', `${VOL}/d/f17`]).bytes).toEqual(
+      readFileSync(join(fx, 'many', 'd', 'f17')),
+    );
+    expect(vdbak(['ls', '--repo', repo, 'beta', VOL]).code).not.toBe(0);
+    const alphaPacks = packsOnTarget(repo).filter((p) => p.hashes.every((h) => !clean.hashes.has(h)));
+    expect(alphaPacks).toHaveLength(1);
+
+    const out = vdbakOk(args).jsonLines<BackupJson>();
+    expect(out.map((r) => r.vm)).toEqual(['alpha', 'beta']);
+    expect(out[0]!.bytesSent).toBe(0);
+    expect(out[1]!.bytesSent).toBeLessThan(clean.bytes);
+    const packs = packsOnTarget(repo);
+    expect(duplicateChunks(packs)).toEqual([]);
+    expect(allHashes(packs)).toEqual(new Set([...clean.hashes, ...alphaPacks[0]!.hashes]));
+    expect(backups(repo).map((x) => x.state)).toEqual(['complete', 'failed', 'complete', 'complete']);
+    expect(check(repo).orphanPacks).toEqual([]);
+    expect(restored(repo, 'beta')).toEqual(v1Tree);
+  });
+
   it('check right after a kill does not count the dead run’s file rows as references', () => {
     // 6000 files of one chunk: the catalog commits a batch of their rows while that chunk's pack
     // is still in memory, then the pack is stored and the process dies before recording it
