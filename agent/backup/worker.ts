@@ -9,6 +9,7 @@
  * the main thread, the only catalog writer, decides for good.
  */
 import Database from 'better-sqlite3';
+import { move, transferableSymbol, valueSymbol } from 'piscina';
 import { type ChunkSizes, ContentChunker } from '../chunk/fastcdc.js';
 import { encodeChunk, type EncodedChunk } from '../../transport/codec.js';
 import { errorsFor, isVdbakError, type SerializedError } from '../../parsers/errors.js';
@@ -147,11 +148,29 @@ function processItem(task: ReadTask, stack: DiskStack, item: TaskItem, seen: Set
   return result;
 }
 
-/** piscina's entry point: one batch of items of one volume. */
+/**
+ * piscina's entry point: one batch of items of one volume. The compressed
+ * chunks are moved to the main thread, not copied: each gets an ArrayBuffer
+ * of its own (a small Buffer may sit in Node's shared pool, which must never
+ * be detached), and the whole list is transferred.
+ */
 export default function run(task: ReadTask): TaskResult {
   const stack = stackFor(task);
   const seen = new Set<string>();
-  return { items: task.items.map((item) => processItem(task, stack, item, seen)) };
+  const result: TaskResult = { items: task.items.map((item) => processItem(task, stack, item, seen)) };
+  const transfer: ArrayBuffer[] = [];
+  for (const item of result.items) {
+    for (const enc of item.encoded) {
+      const s = enc.stored;
+      const own =
+        s.byteOffset === 0 && s.byteLength === s.buffer.byteLength && s.buffer instanceof ArrayBuffer
+          ? s
+          : Buffer.from(new Uint8Array(s).buffer); // a view on a fresh copy, never the pool
+      enc.stored = own;
+      transfer.push(own.buffer as ArrayBuffer);
+    }
+  }
+  return move({ [transferableSymbol]: transfer, [valueSymbol]: result }) as unknown as TaskResult;
 }
 
 /** Drops a disk a worker holds (the job is done with it). */
