@@ -217,6 +217,33 @@ describe('the ext fixture tree in a VMDK snapshot chain (backup-chains.sh)', () 
     expect(fileSha(f010)).toBe(fileSha(join(chains, 'ext', 'src2', 'bulk', 'f010')));
   });
 
+  test('ls -R --json lists every source entry with its type, size, mode, owner and mtime', () => {
+    const rows = vdbakOk(['ls', '--repo', repo, id('ext-v2'), '/d0p1', '-R', '--json']).json<
+      { path: string; type: string; size: number; mode: number; uid: number; gid: number; mtime: string }[]
+    >();
+    const listed = new Map(rows.map((r) => [r.path.replace(/^\/d0p1\//, ''), r]));
+    const src = snapshotTree(join(chains, 'ext', 'src2'));
+    expect([...listed.keys()].filter((p) => !src.has(p))).toEqual(['lost+found']);
+    const diffs: string[] = [];
+    for (const [p, e] of src) {
+      const r = listed.get(p);
+      if (!r) {
+        diffs.push(`${p}: not listed`);
+        continue;
+      }
+      const type = ['file', 'dir', 'symlink'].includes(r.type) ? r.type : 'other';
+      const secs = BigInt(Math.floor(Date.parse(r.mtime) / 1000));
+      if (type !== e.type) diffs.push(`${p}: type ${r.type} vs ${e.type}`);
+      if (e.type === 'file' && r.size !== e.size) diffs.push(`${p}: size ${r.size} vs ${e.size}`);
+      if (e.type !== 'symlink' && r.mode !== e.mode)
+        diffs.push(`${p}: mode ${r.mode.toString(8)} vs ${e.mode.toString(8)}`);
+      if (r.uid !== e.uid || r.gid !== e.gid) diffs.push(`${p}: owner ${r.uid}:${r.gid} vs ${e.uid}:${e.gid}`);
+      // (folder times in src2 are the host's: debugfs left the image's alone)
+      if (e.type !== 'dir' && secs !== e.mtimeS) diffs.push(`${p}: mtime ${r.mtime} vs ${e.mtimeS}`);
+    }
+    expect(diffs).toEqual([]);
+  });
+
   test('a single folder and a single file', () => {
     const { dir } = restoreTo('ext-v2', '/d0p1/deep/level-1');
     expectSameTree(join(chains, 'ext', 'src2', 'deep', 'level-1'), join(dir, 'level-1'), opts);
