@@ -393,32 +393,33 @@ describe('kill -9 during a backup, then back up again', () => {
 
   it('survives SIGKILL at seeded random moments, then completes without resending', async () => {
     const rand = seeded(0x5eed);
-    const repo = newRepo('random-backup');
     const vm = vmWith('v1');
-    const args = ['backup', '--repo', repo, '--json', '--name', VM, join(vm, 'disk.vmdk')];
+    let repo = newRepo('random-backup');
+    // 50–800 ms, narrowed to the first 70 % of a whole backup's time here (which varies with the
+    // machine's load) so that kills land inside a run rather than after it
+    let span = Math.min(750, 0.7 * cleanMs);
     let killed = 0;
-    for (let i = 0; i < 5; i++) {
-      // 50–800 ms, narrowed to the first 70 % of a whole backup's time here (which varies with the
-      // machine's load), so that kills land inside the run rather than after it
-      const delay = 50 + Math.floor(rand() * Math.min(750, 0.7 * cleanMs));
+    for (let attempt = 0; attempt < 8 && killed < 3; attempt++) {
+      const delay = 50 + Math.floor(rand() * span);
+      const args = ['backup', '--repo', repo, '--json', '--name', VM, join(vm, 'disk.vmdk')];
       const end = await killAfter(args, delay);
       if (end.signal === 'SIGKILL') killed++;
       expect(duplicateChunks(packsOnTarget(repo))).toEqual([]);
       check(repo);
-      // a kill after the completing commit (while the process shuts down) leaves a whole backup;
-      // any other leaves none: what is visible is always restorable
+      // a kill after the completing commit (while the process shuts down) leaves a whole backup,
+      // any other none: what is visible is always restorable
       const visible = backups(repo, false);
-      if (visible.length > 0) {
-        expect(visible).toHaveLength(1);
+      expect(visible.length).toBeLessThanOrEqual(1);
+      if (visible.length === 1) {
         expect(restored(repo, VM)).toEqual(v1Tree);
-        break;
+        // a whole backup took less than this delay: aim earlier, at a fresh repository
+        span = Math.min(span, 0.7 * delay);
+        repo = newRepo('random-backup');
       }
     }
     expect(killed).toBeGreaterThan(0);
-    const done = backups(repo, false).length;
-    const r = backup(repo, vm);
+    backup(repo, vm);
     expectSentOnce(repo);
-    if (done > 0) expect(r.bytesSent).toBe(0);
     expect(backups(repo).filter((b) => b.state === 'running')).toEqual([]);
     expect(check(repo).orphanPacks).toEqual([]);
     expect(restored(repo, VM)).toEqual(v1Tree);
