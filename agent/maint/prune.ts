@@ -120,7 +120,11 @@ export async function pruneRepo(repo: Repo, opts: { dryRun?: boolean; hook?: Pru
   for (const p of sparse) {
     const bytes = await repo.target.get(p.name);
     const reader = await PackReader.fromBytes(bytes, p.name);
+    // only the chunks the catalog places in this pack: a prune killed half way may have
+    // moved some of them already, and copying those again would store them twice
+    const here = new Set(cat.packChunks(p.id).map((c) => c.hash));
     for (const e of reader.entries) {
+      if (!here.has(e.hash)) continue;
       if (isLive.get(Buffer.from(e.hash, 'hex')) === undefined) {
         report.chunksRemoved++;
         continue;
