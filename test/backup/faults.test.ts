@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { backupVm, type BackupResult, type BackupSource } from '../../agent/backup/job.js';
 import { type BackupPool, createPool } from '../../agent/backup/pool.js';
 import { resolveBackup, resolvePath } from '../../agent/browse/refs.js';
-import { initRepo, openRepo, type Repo } from '../../agent/repo.js';
+import { initRepo, lockRepo, openRepo, type Repo } from '../../agent/repo.js';
 import { DirSink } from '../../agent/restore/dir-sink.js';
 import { restorePath } from '../../agent/restore/engine.js';
 import { resolveSources } from '../../agent/source/resolve.js';
@@ -187,6 +187,27 @@ describe('a pack stored by a run that failed afterwards', () => {
     expect(new Set(after.hashes).size).toBe(after.hashes.length);
     expect(after.hashes).toEqual(expect.arrayContaining(before.hashes));
     restoreAndCompare(root, 'win01', '/d0p2', join(store, 'sources', 'win01'));
+  });
+});
+
+describe('a second writer', () => {
+  test('is refused with REPO_LOCKED while a backup holds the repository, and works after', () => {
+    const root = newRepoDir('locked');
+    const release = lockRepo(root, 'a test holding the lock');
+    try {
+      const r = vdbak(['backup', '--repo', root, join(store, 'lin01')]);
+      expect(r.code).toBe(1);
+      expect(r.stderr).toMatch(/REPO_LOCKED/);
+      expect(r.stderr).toMatch(/a test holding the lock/);
+    } finally {
+      release();
+    }
+    vdbakOk(['backup', '--repo', root, join(store, 'lin01')]);
+    expect(
+      vdbakOk(['backups', '--repo', root, '--all', '--json'])
+        .json<{ state: string }[]>()
+        .map((b) => b.state),
+    ).toEqual(['complete']);
   });
 });
 
