@@ -297,6 +297,28 @@ describe('kill -9 during a backup, then back up again', () => {
     expect(restored(repo, VM)).toEqual(v1Tree);
   });
 
+  it('two kills in a row, each run resuming where the last stopped, then a clean run', () => {
+    const repo = newRepo('twice');
+    const vm = vmWith('v1');
+    const args = ['backup', '--repo', repo, '--json', '--name', VM, join(vm, 'disk.vmdk')];
+    killedAt(args, { VDBAK_TEST_KILL_BACKUP_AT: 'pack-stored:5' });
+    const first = packsOnTarget(repo);
+    killedAt(args, { VDBAK_TEST_KILL_BACKUP_AT: 'pack-recorded:5' });
+    const second = packsOnTarget(repo);
+    // the second run adopted the first's packs and added new ones: none replaced, none repeated
+    expect(second.length).toBeGreaterThanOrEqual(first.length + 5);
+    expect(second.map((p) => p.name)).toEqual(expect.arrayContaining(first.map((p) => p.name)));
+    expect(duplicateChunks(second)).toEqual([]);
+    expect(backups(repo).map((b) => b.state)).toEqual(['failed', 'running']);
+
+    const r = backup(repo, vm);
+    const packs = expectSentOnce(repo);
+    expect(targetBytes(packs)).toBe(targetBytes(second) + r.bytesSent);
+    expect(backups(repo).map((b) => b.state)).toEqual(['failed', 'failed', 'complete']);
+    expect(check(repo).orphanPacks).toEqual([]);
+    expect(restored(repo, VM)).toEqual(v1Tree);
+  });
+
   it.each(['pack-recorded:2', 'before-complete'])(
     'a backup of changed content killed at %s leaves the previous backup as the VM’s latest',
     (at) => {
