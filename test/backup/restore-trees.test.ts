@@ -11,7 +11,7 @@ import { mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, test } from 'vitest';
-import { fixture } from '../helpers/fixtures.js';
+import { fixture, run } from '../helpers/fixtures.js';
 import {
   type BackupJson,
   chainsFixture,
@@ -72,7 +72,8 @@ function restoreTar(name: string, path: string): string {
     'bash',
     [
       '-c',
-      'set -o pipefail; "$0" "$1" restore --repo "$2" "$3" "$4" --tar - 2>"$5/../stderr" | tar -x -C "$5"',
+      // GNU tar restores the xattrs the pax headers carry only when asked
+      'set -o pipefail; "$0" "$1" restore --repo "$2" "$3" "$4" --tar - 2>"$5/../stderr" | tar -x --xattrs --xattrs-include="*" -C "$5"',
       process.execPath,
       CLI,
       repo,
@@ -188,6 +189,13 @@ describe('the ext fixture tree in a VMDK snapshot chain (backup-chains.sh)', () 
     const dir = restoreTar('ext-v2', '/d0p1');
     // tar keeps fifos; devices and sockets are noted, not written
     expectSameTree(join(chains, 'ext', 'src2'), dir, opts);
+    // text xattrs (user, trusted, security) travel as SCHILY.xattr records: getfattr reads the same
+    const xattrs = (p: string) =>
+      run('getfattr', ['-d', '-m', '-', '-e', 'hex', '--absolute-names', p]).replace(/^# file: .*\n/, '');
+    for (const f of ['xattr-file', 'xattr-big']) {
+      expect(xattrs(join(dir, f)), f).toBe(xattrs(join(chains, 'ext', 'src2', f)));
+      expect(xattrs(join(dir, f))).toMatch(/user\./);
+    }
   });
 
   test('restore --tar FILE writes the same tree; an existing FILE is refused', () => {
