@@ -58,6 +58,11 @@ export interface ThrottleLimits {
   relativeSlow: number;
   /** Below this multiple of the foreground's own latency the rate grows; between it and relativeSlow it holds. */
   relativeCalm: number;
+  /**
+   * The least latency (ms) we must add before the relative rule acts: below
+   * it, what moves is the noise of small requests, not a foreground we hurt.
+   */
+  relativeMinDeltaMs: number;
   /** Foreground requests per second below which the relative rule and probes are off (too few to average). */
   relativeMinIops: number;
   /** Seconds between probes while a foreground is active. */
@@ -82,6 +87,7 @@ export const DEFAULT_LIMITS: ThrottleLimits = {
   holdUtilisation: 0.95,
   relativeSlow: 1.3,
   relativeCalm: 1.1,
+  relativeMinDeltaMs: 0.3,
   relativeMinIops: 100,
   probeEverySec: 30,
   probePeriods: 2,
@@ -153,6 +159,7 @@ export function resolveLimits(partial: Partial<ThrottleLimits> = {}): ThrottleLi
   if (!(l.relativeCalm >= 1 && (l.relativeSlow === 0 || l.relativeCalm <= l.relativeSlow)))
     bad('relativeCalm', 'must lie between 1 and relativeSlow');
   if (!(l.relativeMinIops >= 0)) bad('relativeMinIops', 'must be 0 or more');
+  if (!(l.relativeMinDeltaMs >= 0)) bad('relativeMinDeltaMs', 'must be 0 or more');
   if (!(l.probeEverySec > 0)) bad('probeEverySec', 'must be above 0');
   if (!(Number.isInteger(l.probePeriods) && l.probePeriods >= 2 && l.probePeriods <= 10))
     bad('probePeriods', 'must be a whole number from 2 to 10');
@@ -264,9 +271,8 @@ export function decide(
       load,
     };
   }
-  // our presence only adds latency: any lower reading is a better idea of the foreground alone
-  if (baseLatencyMs !== undefined && lat !== undefined && relativeOn(load, limits) && lat < baseLatencyMs)
-    baseLatencyMs = lat;
+  // the base is only what a probe measured: a lower reading later is usually another mix of
+  // requests (small ones are faster), not the same foreground without us
   const next = law(prev, load, limits, {
     from,
     cut,
@@ -288,6 +294,11 @@ interface LawInput {
   baseLatencyMs: number | undefined;
 }
 
+/** The latency at which the relative rule acts: `factor` × the foreground alone, and at least relativeMinDeltaMs more. */
+function relative(alone: number, factor: number, limits: ThrottleLimits): number {
+  return Math.max(alone * factor, alone + limits.relativeMinDeltaMs);
+}
+
 /** Stop, slow down, hold or ramp up. */
 function law(prev: ControllerState, load: Load, limits: ThrottleLimits, x: LawInput): ControllerState {
   const { maxBytesPerSec: max, minBytesPerSec: min } = limits;
@@ -303,7 +314,7 @@ function law(prev: ControllerState, load: Load, limits: ThrottleLimits, x: LawIn
   }
   const slowBy: string[] = [];
   if (lat !== undefined && lat >= limits.slowDownMs) slowBy.push(`latency ${ms(lat)} ≥ ${ms(limits.slowDownMs)}`);
-  else if (lat !== undefined && alone !== undefined && lat >= alone * limits.relativeSlow)
+  else if (lat !== undefined && alone !== undefined && lat >= relative(alone, limits.relativeSlow, limits))
     slowBy.push(`latency ${ms(lat)} ≥ ${limits.relativeSlow} × ${ms(alone)} alone`);
   if (psi !== undefined && psi >= limits.slowPressure)
     slowBy.push(`io pressure ${pct(psi)} ≥ ${pct(limits.slowPressure)}`);
@@ -314,7 +325,7 @@ function law(prev: ControllerState, load: Load, limits: ThrottleLimits, x: LawIn
   const holdBy: string[] = [];
   if (lat !== undefined && lat >= limits.slowDownMs * limits.calmFraction)
     holdBy.push(`latency ${ms(lat)} near ${ms(limits.slowDownMs)}`);
-  else if (lat !== undefined && alone !== undefined && lat >= alone * limits.relativeCalm)
+  else if (lat !== undefined && alone !== undefined && lat >= relative(alone, limits.relativeCalm, limits))
     holdBy.push(`latency ${ms(lat)} near ${limits.relativeSlow} × ${ms(alone)} alone`);
   const busy = load.utilisation !== undefined && load.utilisation >= limits.holdUtilisation;
   if (busy && (load.foregroundIops ?? 0) > 0) holdBy.push(`device ${pct((load.utilisation ?? 0) * 100)} busy`);

@@ -175,7 +175,7 @@ describe('the relative rule (fast devices)', () => {
     foregroundIops,
     utilisation: 0.5,
   });
-  const rel = { relativeSlow: 1.3, startBytesPerSec: 40 * MB };
+  const rel = { relativeSlow: 1.3, relativeMinDeltaMs: 0.1, startBytesPerSec: 40 * MB };
 
   it('probes the foreground alone, then slows when we add 30 % to its latency', () => {
     const states = run([fg(1.0), fg(1.0), fg(0.8), fg(0.85), fg(1.2), fg(0.9), fg(0.8)], rel);
@@ -199,12 +199,18 @@ describe('the relative rule (fast devices)', () => {
     expect(quiet.every((s) => s.mode === 'run')).toBe(true);
   });
 
-  it('a lower reading lowers the idea of the foreground alone; a quiet probe forgets it', () => {
-    const states = run([fg(1), fg(1), fg(1), fg(0.5), fg(0.7), ...repeat(fg(0.4, 10), 70)], rel);
-    expect(states[3]?.baseLatencyMs).toBe(0.5);
-    expect(states[4]?.mode).toBe('slow');
+  it('the base is what the probe measured; noise below relativeMinDeltaMs is not acted on', () => {
+    const states = run([fg(0.2), fg(0.2), fg(0.1), fg(0.05), fg(0.3), fg(0.5), ...repeat(fg(0.4, 10), 70)], {
+      ...rel,
+      relativeMinDeltaMs: 0.3,
+    });
+    expect(states[2]?.baseLatencyMs).toBe(0.1);
+    expect(states[3]?.baseLatencyMs).toBe(0.1); // a lower reading is another mix of requests
+    expect(states[4]?.mode).toBe('run'); // 3 × alone, but only 0.2 ms more
+    expect(states[5]?.mode).toBe('slow'); // 0.4 ms more
+    expect(states[5]?.reason).toMatch(/latency 0\.5 ms ≥ 1\.3 × 0\.1 ms alone/);
     // no probe without enough foreground; the base stays what it was
-    expect(states.at(-1)?.baseLatencyMs).toBe(0.5);
+    expect(states.at(-1)?.baseLatencyMs).toBe(0.1);
     expect(states.at(-1)?.mode).toBe('run');
   });
 });
