@@ -136,6 +136,16 @@ describe('a guest volume with hostile names', () => {
     },
   );
 
+  test('cat and restore of a name with a colon give the file (a colon is not a stream on ext)', () => {
+    const path = '/d0p1/dir/at 10:30.txt';
+    const dest = destination();
+    vdbakOk(['restore', '--repo', repo, 'hostile', path, '--to', dest]);
+    expect(readFileSync(join(dest, 'at 10:30.txt'), 'utf8')).toBe('meeting notes\n');
+    const c = vdbak(['cat', '--repo', repo, 'hostile', path]);
+    expect(c.code, c.stderr).toBe(0);
+    expect(c.stdout).toBe('meeting notes\n');
+  });
+
   test('restore --tar -: relative, safe names only; GNU tar extracts nothing outside', () => {
     const dest = destination();
     mkdirSync(dest);
