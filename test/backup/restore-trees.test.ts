@@ -178,6 +178,10 @@ describe('the ext fixture tree in a VMDK snapshot chain (backup-chains.sh)', () 
     const { dir, report } = restoreTo('ext-v1', '/d0p1');
     expectSameTree(join(chains, 'ext', 'src'), dir, { ...opts, dirMtime: true });
     expect(report.notes.filter((n) => n.kind === 'failed')).toEqual([]);
+    // what a folder cannot hold is reported, not silently dropped
+    const unsupported = report.notes.filter((n) => n.kind === 'unsupported').map((n) => n.path);
+    expect(unsupported).toEqual(expect.arrayContaining(['blockdev', 'chardev', 'fifo', 'socket']));
+    expect(report.notes.some((n) => /setuid\/setgid/.test(n.detail))).toBe(true);
   });
 
   test('version 2 (read through the snapshot delta)', () => {
