@@ -7,7 +7,7 @@
  * third, with nothing changed, sends and reads nothing. Two VMs cloned from one
  * image: the second costs < 5% of the first.
  */
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, statSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, test } from 'vitest';
@@ -204,5 +204,46 @@ describe('two VMs cloned from one image', () => {
       extra: (p) => p === 'lost+found',
     });
     expect(diffs).toEqual([]);
+  });
+});
+
+describe('one VM with two disks of the same content (a .vmx)', () => {
+  test('the second disk sends nothing; both restore; an ambiguous label is refused', () => {
+    const scratch = mkdtempSync(join(tmpdir(), 'vdbak-twodisks-'));
+    const vm = join(scratch, 'twodisks');
+    mkdirSync(vm);
+    for (const d of ['a', 'b']) copyFileSync(join(chains, 'ext', 'vm', 'disk.vmdk'), join(vm, `${d}.vmdk`));
+    writeFileSync(
+      join(vm, 'twodisks.vmx'),
+      [
+        '.encoding = "UTF-8"',
+        'config.version = "8"',
+        'virtualHW.version = "14"',
+        'displayName = "twodisks"',
+        'uuid.bios = "56 4d 12 34 56 78 9a bc-de f0 12 34 56 78 9a bc"',
+        'scsi0.present = "TRUE"',
+        'scsi0:0.present = "TRUE"',
+        'scsi0:0.fileName = "a.vmdk"',
+        'scsi0:1.present = "TRUE"',
+        'scsi0:1.fileName = "b.vmdk"',
+        '',
+      ].join('\n'),
+    );
+    const one = newRepo('onedisk');
+    const single = vdbakOk(['backup', '--repo', one, '--json', join(vm, 'a.vmdk')]).jsonLines<BackupJson>()[0]!;
+    const two = newRepo('twodisks');
+    const both = vdbakOk(['backup', '--repo', two, '--json', vm]).jsonLines<BackupJson>()[0]!;
+    expect(both.vm).toBe('twodisks');
+    expect(both.volumes.map((v) => v.name)).toEqual(['d0p1', 'd1p1']);
+    expect(both.bytesRead).toBe(2 * single.bytesRead);
+    expect(both.newChunks).toBe(single.newChunks);
+    expect(both.bytesSent).toBeLessThanOrEqual(single.bytesSent + PACK_OVERHEAD);
+    const want = readFileSync(join(chains, 'ext', 'src', 'random-3m.bin'));
+    for (const vol of ['d0p1', 'd1p1']) {
+      expect(vdbakOk(['cat', '--repo', two, 'twodisks', `/${vol}/random-3m.bin`]).bytes.equals(want)).toBe(true);
+    }
+    const amb = vdbak(['ls', '--repo', two, 'twodisks', '/extchain']);
+    expect(amb.code).toBe(1);
+    expect(amb.stderr).toMatch(/VOLUME_AMBIGUOUS/);
   });
 });
