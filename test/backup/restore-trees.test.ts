@@ -202,6 +202,26 @@ describe('the ext fixture tree in a VMDK snapshot chain (backup-chains.sh)', () 
     }
   });
 
+  test('restore --tar - into a reader that stops early ends with a typed error, no stack', () => {
+    const r = spawnSync(
+      'bash',
+      [
+        '-c',
+        '"$0" "$1" restore --repo "$2" "$3" /d0p1 --tar - 2>"$4" | head -c 100 >/dev/null; echo "${PIPESTATUS[0]}"',
+        process.execPath,
+        CLI,
+        repo,
+        id('ext-v2'),
+        join(scratch, 'epipe.stderr'),
+      ],
+      { encoding: 'utf8' },
+    );
+    const stderr = readFileSync(join(scratch, 'epipe.stderr'), 'utf8');
+    expect(r.stdout.trim()).toBe('1');
+    expect(stderr, stderr).toMatch(/^vdbak: .*\[[A-Z0-9_]+\]/);
+    expect(stderr).not.toMatch(/\n\s+at /);
+  });
+
   test('restore --tar FILE writes the same tree; an existing FILE is refused', () => {
     const base = mkdtempSync(join(scratch, 'tf-'));
     const tarFile = join(base, 'v2.tar');
