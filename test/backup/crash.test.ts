@@ -446,6 +446,44 @@ describe('kill -9 during a backup, then back up again', () => {
     expect(check(repo).orphanPacks).toEqual([]);
     expect(restored(repo, VM)).toEqual(v1Tree);
   });
+  it('survives SIGKILL at seeded random moments in an incremental backup of changed content', async () => {
+    const rand = seeded(0x1ce);
+    const vm = vmWith('v1');
+    const start = (): { repo: string; first: number } => {
+      const repo = newRepo('random-incremental');
+      vmWith('v1', vm);
+      const first = backup(repo, vm).backupId;
+      vmWith('v2', vm);
+      return { repo, first };
+    };
+    let { repo, first } = start();
+    let span = Math.min(750, 0.7 * cleanMs);
+    let killed = 0;
+    for (let attempt = 0; attempt < 6 && killed < 3; attempt++) {
+      const delay = 50 + Math.floor(rand() * span);
+      const end = await killAfter(['backup', '--repo', repo, '--json', '--name', VM, join(vm, 'disk.vmdk')], delay);
+      if (end.signal === 'SIGKILL') killed++;
+      expect(duplicateChunks(packsOnTarget(repo))).toEqual([]);
+      check(repo);
+      const visible = backups(repo, false).map((b) => b.id);
+      expect(visible[0]).toBe(first);
+      if (visible.length === 1) {
+        // the killed run changed nothing anyone sees
+        expect(restored(repo, VM)).toEqual(v1Tree);
+      } else {
+        expect(visible).toHaveLength(2);
+        expect(restored(repo, VM)).toEqual(v2Tree);
+        span = Math.min(span, 0.7 * delay);
+        ({ repo, first } = start());
+      }
+    }
+    expect(killed).toBeGreaterThan(0);
+    backup(repo, vm);
+    expect(duplicateChunks(packsOnTarget(repo))).toEqual([]);
+    expect(check(repo).orphanPacks).toEqual([]);
+    expect(restored(repo, VM)).toEqual(v2Tree);
+    expect(restored(repo, String(first))).toEqual(v1Tree);
+  });
 });
 
 // ---- prune --------------------------------------------------------------------------------------
