@@ -10,7 +10,7 @@
  * through it, with or without --overwrite.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, test } from 'vitest';
@@ -58,8 +58,8 @@ function destination(): string {
 }
 
 beforeAll(() => {
-  rmSync(OUTSIDE, { recursive: true, force: true });
-  mkdirSync(OUTSIDE);
+  // not emptied first: anything in it is a finding (and another run may be using it now)
+  mkdirSync(OUTSIDE, { recursive: true });
   dir = fixture('backup-hostile.sh', [OUTSIDE]);
   repo = newRepo('hostile');
   scratch = mkdtempSync(join(tmpdir(), 'vdbak-hostile-'));
