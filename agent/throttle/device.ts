@@ -15,7 +15,42 @@
  */
 import { type BlockDevice, type ByteRange, checkRead } from '../../parsers/blockdevice.js';
 import type { DiskImage } from '../../parsers/disk/types.js';
-import type { TokenBucket } from './bucket.js';
+import { DEFAULT_PIECE_BYTES, TokenBucket } from './bucket.js';
+
+/** What a ThrottledDevice needs from a bucket (a TokenBucket, or a worker's BucketSlot). */
+export interface Limiter {
+  readonly pieceBytes: number;
+  acquire(n: number): number;
+  hold(): () => void;
+  notePriority(bytes: number): void;
+}
+
+/**
+ * A worker's slot for the current task's bucket. Workers keep disks open
+ * across tasks (and jobs), so a device opened once reads through whatever
+ * bucket the task at hand brought: `use(task.throttle)` at the start of each
+ * task. Empty (no bucket, or `use(undefined)`), it does not limit.
+ */
+export class BucketSlot implements Limiter {
+  private bucket: TokenBucket | undefined;
+
+  use(buffer: SharedArrayBuffer | undefined): void {
+    if (buffer === undefined) this.bucket = undefined;
+    else if (this.bucket?.buffer !== buffer) this.bucket = TokenBucket.attach(buffer);
+  }
+  get pieceBytes(): number {
+    return this.bucket?.pieceBytes ?? DEFAULT_PIECE_BYTES;
+  }
+  acquire(n: number): number {
+    return this.bucket?.acquire(n) ?? 0;
+  }
+  hold(): () => void {
+    return this.bucket?.hold() ?? (() => {});
+  }
+  notePriority(bytes: number): void {
+    this.bucket?.notePriority(bytes);
+  }
+}
 
 export interface ThrottleOptions {
   /** Reads of a restore: never wait, and make backups on the same bucket wait. */
@@ -32,17 +67,19 @@ export class ThrottledDevice implements BlockDevice {
 
   constructor(
     private readonly inner: BlockDevice,
-    private readonly bucket: TokenBucket,
+    private readonly bucket: Limiter,
     opts: ThrottleOptions = {},
   ) {
     this.size = inner.size;
     this.name = inner.name;
     this.priority = opts.priority ?? false;
-    this.piece = Math.max(1, Math.min(opts.pieceBytes ?? bucket.pieceBytes, bucket.pieceBytes));
+    this.piece = Math.max(1, opts.pieceBytes ?? bucket.pieceBytes);
   }
 
   read(offset: number, length: number): Buffer {
     checkRead(this, offset, length);
+    // a slot's bucket can change between reads: never ask for more than it holds
+    const piece = Math.min(this.piece, this.bucket.pieceBytes);
     if (this.priority) {
       const release = this.bucket.hold();
       try {
@@ -53,13 +90,13 @@ export class ThrottledDevice implements BlockDevice {
         release();
       }
     }
-    if (length <= this.piece) {
+    if (length <= piece) {
       this.bucket.acquire(length);
       return this.inner.read(offset, length);
     }
     const out = Buffer.allocUnsafe(length);
     for (let done = 0; done < length;) {
-      const n = Math.min(this.piece, length - done);
+      const n = Math.min(piece, length - done);
       this.bucket.acquire(n);
       this.inner.read(offset + done, n).copy(out, done);
       done += n;
@@ -78,7 +115,7 @@ export class ThrottledDevice implements BlockDevice {
 }
 
 /** A disk image whose reads go through `bucket`; format and chain are the image's own. */
-export function throttleDisk(disk: DiskImage, bucket: TokenBucket, opts: ThrottleOptions = {}): DiskImage {
+export function throttleDisk(disk: DiskImage, bucket: Limiter, opts: ThrottleOptions = {}): DiskImage {
   const dev = new ThrottledDevice(disk, bucket, opts);
   return Object.assign(dev, {
     format: disk.format,

@@ -9,7 +9,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TokenBucket } from '../../agent/throttle/bucket.js';
-import { throttleDisk, ThrottledDevice } from '../../agent/throttle/device.js';
+import { BucketSlot, throttleDisk, ThrottledDevice } from '../../agent/throttle/device.js';
 import { MemoryDevice } from '../../parsers/blockdevice.js';
 import { RawImage } from '../../parsers/disk/raw.js';
 import { CorruptError, TruncatedError } from '../../parsers/errors.js';
@@ -72,6 +72,26 @@ describe('ThrottledDevice in one thread', () => {
     b.close();
     expect(b.acquire(100 * MiB)).toBeGreaterThanOrEqual(0);
     expect(b.stats().closed).toBe(true);
+  });
+
+  it("a worker's slot reads through whichever bucket the current task brought, or none", () => {
+    const slot = new BucketSlot();
+    const dev = new ThrottledDevice(new MemoryDevice(randomBytes(3 * MiB)), slot);
+    const stopped = TokenBucket.create(0); // would block forever if it were used
+    dev.read(0, 2 * MiB); // empty slot: no limit
+    const a = TokenBucket.create(1e12, { minCapacity: 64 * 1024 });
+    slot.use(a.buffer);
+    dev.read(0, 3 * MiB);
+    expect(a.stats().granted).toBe(3 * MiB);
+    const b = TokenBucket.create(1e12);
+    slot.use(b.buffer);
+    dev.read(0, 1000);
+    expect(b.stats().granted).toBe(1000);
+    expect(a.stats().granted).toBe(3 * MiB);
+    slot.use(undefined);
+    dev.read(0, 1000);
+    expect(b.stats().granted).toBe(1000);
+    expect(stopped.stats().granted).toBe(0);
   });
 
   it('inner errors pass through unchanged', () => {
