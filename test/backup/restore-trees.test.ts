@@ -64,7 +64,7 @@ function restoreTo(name: string, path: string): { dir: string; report: RestoreJs
   return { dir, report };
 }
 
-/** Restores through `restore --tar -` piped into GNU tar -x; returns the folder and tar's status. */
+/** Restores through `restore --tar -` piped into GNU tar -x (both must succeed); returns the folder. */
 function restoreTar(name: string, path: string): string {
   const dir = join(mkdtempSync(join(scratch, 't-')), 'out');
   mkdirSync(dir);
