@@ -22,6 +22,7 @@
  * shared, not copied, by postMessage and piscina) and rebuild it there with
  * `TokenBucket.attach(buffer)`.
  */
+import { isMainThread } from 'node:worker_threads';
 import { errorsFor } from '../../parsers/errors.js';
 
 /** Int32 slots. */
@@ -174,9 +175,21 @@ export class TokenBucket {
    * than the capacity waits for a full bucket and leaves it in debt, so it
    * never starves. Returns the milliseconds it waited. A closed bucket lets
    * everything through.
+   *
+   * On the main thread it never sleeps: the main thread runs the loop that
+   * raises the rate again, so sleeping there could wait forever. It takes the
+   * tokens anyway (into debt if need be), and the workers pay for them.
    */
   acquire(n: number): number {
     if (!(n > 0)) return 0;
+    if (isMainThread) {
+      this.lock();
+      this.refill(nowMs());
+      if (Atomics.load(this.i32, CLOSED) === 0) this.f64[TOKENS] = (this.f64[TOKENS] ?? 0) - n;
+      this.f64[GRANTED] = (this.f64[GRANTED] ?? 0) + n;
+      this.unlock();
+      return 0;
+    }
     const t0 = nowMs();
     let waiting = false;
     for (;;) {

@@ -61,6 +61,21 @@ describe('ThrottledDevice in one thread', () => {
     expect(bucket.stats().tokens).toBeLessThan(-8 * MiB);
   });
 
+  it('the main thread never sleeps (it runs the loop that would wake it), but pays into debt', async () => {
+    const b = TokenBucket.create(0);
+    b.hold();
+    expect(b.acquire(2 * MiB)).toBe(0);
+    expect(b.stats().tokens).toBe(-2 * MiB);
+    expect(b.stats().granted).toBe(2 * MiB);
+    // a worker on the same bucket does sleep: the hold still applies to it
+    b.setRate(4 * MiB);
+    const r = await startReader(dir, b.buffer, image, 64 * 1024);
+    await sleep(300);
+    expect(r.bytes()).toBe(0); // still held
+    b.close();
+    await r.stop();
+  });
+
   it('attach refuses anything but a bucket buffer', () => {
     expect(() => TokenBucket.attach(new SharedArrayBuffer(8))).toThrow(CorruptError);
     const b = TokenBucket.create(5);
