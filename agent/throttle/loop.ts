@@ -5,6 +5,18 @@
  * piece. `status()` is what `vdbak status` and the API show; `onChange` is
  * called when the mode changes or the rate moves by a noticeable step, for
  * the log (pino), so the log says why without a line per sample.
+ *
+ * Wiring (one loop per datastore, for the daemon's life or one backup job):
+ * - main: `const t = new ThrottleLoop({ paths: [datastore], limits, onChange }).start()`;
+ *   each ReadTask carries `throttle: t.bucket.buffer`.
+ * - worker: one `BucketSlot` per worker; `slot.use(task.throttle)` at the start
+ *   of each task; disks opened as `throttleDisk(openDisk(...), slot)` (the
+ *   bottom of the stack, so every layer above is throttled).
+ * - restore: `const release = t.bucket.hold()` for the restore's duration
+ *   (backups wait, the restore reads unthrottled), `release()` in a finally.
+ * - the main thread's own reads (the metadata walk) may go through the same
+ *   bucket: they never sleep there, they only put the bucket in debt.
+ * - `t.stop()` at the end closes the bucket: readers still waiting go free.
  */
 import { type BucketOptions, type BucketStats, TokenBucket } from './bucket.js';
 import { type ControllerState, ThrottleController, type ThrottleLimits } from './controller.js';
