@@ -43,7 +43,7 @@ export interface ThrottleLimits {
   resumePressure: number;
   /** The multiplicative decrease (0 < f < 1). */
   decreaseFactor: number;
-  /** The additive increase, bytes/s gained per calm second. */
+  /** The additive increase, bytes/s gained per calm second (while no foreground uses the devices: ×2 per second, if more). */
   increasePerSec: number;
   /** Below this share of slowDownMs the foreground counts as calm; between it and slowDownMs the rate holds. */
   calmFraction: number;
@@ -333,7 +333,12 @@ function law(prev: ControllerState, load: Load, limits: ThrottleLimits, x: LawIn
     const r = Math.min(max, Math.max(min, from));
     return { rate: r, target: r, mode: 'hold', reason: `${resumed}${holdBy.join(', ')}: holding ${formatRate(r)}` };
   }
-  const up = Math.min(max, Math.max(min, from + limits.increasePerSec * dtS));
+  // nobody else uses the devices: nothing to protect, so grow like TCP's slow start (×2 per second)
+  const idle = lat === undefined && load.foregroundIops !== undefined;
+  const grown = idle
+    ? Math.max(from * 2 ** dtS, from + limits.increasePerSec * dtS)
+    : from + limits.increasePerSec * dtS;
+  const up = Math.min(max, Math.max(min, grown));
   const why =
     lat === undefined
       ? load.foregroundIops === undefined

@@ -108,8 +108,10 @@ describe('the control law', () => {
   it('an idle foreground, or no sensor at all, counts as calm', () => {
     const idle = run([{ dtMs: PERIOD, foregroundIops: 0, utilisation: 0.9 }, { dtMs: PERIOD }]);
     expect(idle[0]?.reason).toMatch(/^foreground idle: ramping up/);
+    // an idle foreground: ×2 per second (slow start), faster than the additive step
+    expect(idle[0]?.rate).toBeCloseTo(20 * MB * Math.SQRT2);
     expect(idle[1]?.reason).toMatch(/^no latency signal: ramping up/);
-    expect(idle[1]?.rate).toBeGreaterThan(idle[0]?.rate ?? Infinity);
+    expect(idle[1]?.rate).toBeCloseTo((idle[0]?.rate ?? 0) + 5 * MB); // no sensor: additive only
   });
 
   it('pressure while the devices see no foreground is ours: ignored', () => {
