@@ -171,3 +171,53 @@ describe('a guest volume with hostile names', () => {
     expectNothingOutside(dest);
   });
 });
+
+describe('NTFS stream names with path separators', () => {
+  let streamsBackup: number;
+  const escaping = `../../../../../../..${OUTSIDE}/pwned-stream`;
+
+  beforeAll(() => {
+    streamsBackup = vdbakOk(['backup', '--repo', repo, '--json', join(dir, 'streams.img')]).jsonLines<BackupJson>()[0]!
+      .backupId;
+  });
+
+  test('are kept whole in the catalog (ls lists them)', () => {
+    const ls = vdbakOk(['ls', '--repo', repo, String(streamsBackup), '/d0p1/file.txt', '--json']).json<
+      { streams?: { name: string }[] }[]
+    >();
+    expect(ls[0]!.streams!.map((s) => s.name).sort()).toEqual([escaping, 'a/b'].sort());
+  });
+
+  test('restore --to writes each as one safe sidecar beside its file, nothing outside', () => {
+    const dest = destination();
+    const r = vdbak(['restore', '--repo', repo, String(streamsBackup), '/d0p1', '--to', dest, '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    const sidecars = readdirSync(dest).filter((n) => n.startsWith('file.txt:'));
+    expect(sidecars).toHaveLength(2);
+    const contents = sidecars.map((n) => readFileSync(join(dest, n), 'utf8')).sort();
+    expect(contents).toEqual(['escaping stream', 'slashed stream']);
+    const notes = r.json<{ notes: Note[] }>().notes.filter((n) => n.kind === 'renamed');
+    expect(notes.map((n) => n.path).sort()).toEqual([`file.txt:${escaping}`, 'file.txt:a/b'].sort());
+    expectNothingOutside(dest);
+  });
+
+  test('restore --tar - holds them as single safe entries; GNU tar extracts nothing outside', () => {
+    const dest = destination();
+    mkdirSync(dest);
+    const r = spawnSync(process.execPath, [
+      CLI,
+      'restore',
+      '--repo',
+      repo,
+      String(streamsBackup),
+      '/d0p1',
+      '--tar',
+      '-',
+    ]);
+    expect(r.status, r.stderr.toString()).toBe(0);
+    const x = spawnSync('tar', ['-x', '-C', dest], { input: r.stdout });
+    expect(x.status, x.stderr.toString()).toBe(0);
+    expect(readdirSync(dest).filter((n) => n.startsWith('file.txt:'))).toHaveLength(2);
+    expectNothingOutside(dest);
+  });
+});
