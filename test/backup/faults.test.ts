@@ -171,6 +171,9 @@ describe.each<{ kind: string; faults: FaultOptions; code: string }>([
     }
     restoreAndCompare(root, String(first.backupId), '/d0p1', join(chains, 'ext', 'src'));
     restoreAndCompare(root, String(clean.backupId), '/d0p1', join(chains, 'ext', 'src2'));
+    // and check, reading every chunk, agrees
+    const check = vdbak(['check', '--repo', root, '--read-data']);
+    expect(check.code, check.stdout + check.stderr).toBe(0);
   });
 });
 
@@ -289,6 +292,10 @@ describe('restores through faults and damage', () => {
     const truth = readFileSync(join(store, 'sources', 'win01', rel));
     expect(c.bytes.length).toBeLessThan(truth.length);
     expect(truth.subarray(0, c.bytes.length).equals(c.bytes)).toBe(true);
+    // check --read-data names the damaged file and the backup holding it
+    const check = vdbak(['check', '--repo', copy, '--read-data']);
+    expect(check.code).toBe(1);
+    expect(check.stdout).toContain(`damaged: win01 ${path} in backup(s)`);
     // a tar stream cannot leave an entry out once its header is written: it says so and exits 1
     const t = vdbak(['restore', '--repo', copy, 'win01', '/d0p2', '--tar', '-']);
     expect(t.code).toBe(1);
