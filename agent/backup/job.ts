@@ -358,8 +358,7 @@ class BackupRun {
     }
     if (cur.length) segs.push(cur);
     if (segs.length === 0) {
-      this.cat.insertVersion(volumeId, RAW_VOLUME_PATH, this.backupId, record);
-      this.writer.tick();
+      this.writeFile({ volumeId, path: RAW_VOLUME_PATH, record, parts: [], remaining: 0 });
       return;
     }
     const file: PendingFile = {

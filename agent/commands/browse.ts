@@ -122,13 +122,29 @@ export async function cmdBackupCat(args: string[]): Promise<number> {
   return withRepo(values.repo, async (repo) => {
     const cat = repo.catalog;
     const b = resolveBackup(cat, ref);
-    // path:stream — a stream name follows the last ':' of the last component
-    const last = spec.slice(spec.lastIndexOf('/') + 1);
-    const colon = last.indexOf(':');
-    const path = colon > 0 ? spec.slice(0, spec.length - last.length + colon) : spec;
-    const stream = colon > 0 ? last.slice(colon + 1) : undefined;
-    const where = resolvePath(cat, b, path);
-    const v = where.volume ? cat.lookup(b.id, where.volume.volumeId, where.inner) : undefined;
+    // `path:stream`: the whole text is tried as a path first (Linux names may hold ':'), then
+    // each ':' of the last component from the left as the start of a stream name
+    const slash = spec.lastIndexOf('/');
+    const candidates: { path: string; stream?: string }[] = [{ path: spec }];
+    for (let i = spec.indexOf(':', slash + 1); i > slash + 1; i = spec.indexOf(':', i + 1)) {
+      candidates.push({ path: spec.slice(0, i), stream: spec.slice(i + 1) });
+    }
+    // a stream name may hold '/' too (NTFS): a ':' before the last '/' can start one
+    for (let i = spec.indexOf(':'); i >= 0 && i < slash; i = spec.indexOf(':', i + 1)) {
+      candidates.push({ path: spec.slice(0, i), stream: spec.slice(i + 1) });
+    }
+    let v: VersionRow | undefined;
+    let stream: string | undefined;
+    for (const c of candidates) {
+      const where = resolvePath(cat, b, c.path);
+      const hit = where.volume ? cat.lookup(b.id, where.volume.volumeId, where.inner) : undefined;
+      if (hit && (c.stream === undefined || hit.streams?.some((s) => s.name === c.stream))) {
+        v = hit;
+        stream = c.stream;
+        break;
+      }
+    }
+    const path = spec;
     if (!v)
       throw errorsFor({ image: spec, layer: 'catalog' }).notFound('PATH_NOT_FOUND', `${path} is not in backup ${b.id}`);
     if (v.type !== 'file' && stream === undefined) {
@@ -322,7 +338,7 @@ export async function cmdRestore(args: string[]): Promise<number> {
           );
         }
         const ws = createWriteStream(values.tar!);
-        sink = new TarSink(ws);
+        sink = new TarSink(ws, { end: false });
         closeOut = () => new Promise<void>((res, rej) => ws.end((e?: Error | null) => (e ? rej(e) : res())));
       }
     }

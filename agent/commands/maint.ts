@@ -5,7 +5,7 @@ import { parseArgs } from 'node:util';
 import { humanBytes } from '../format.js';
 import { checkRepo } from '../maint/check.js';
 import { pruneRepo, type PruneReport } from '../maint/prune.js';
-import { lockRepo, openRepo, repoPath } from '../repo.js';
+import { lockRepo, openRepo, processAlive, repoPath } from '../repo.js';
 import {
   applyRetention,
   parseRetentionArgs,
@@ -35,6 +35,8 @@ export async function cmdCheck(args: string[]): Promise<number> {
   const repo = openRepo(root);
   const release = lockRepo(root, 'check');
   try {
+    // a backup that died left rows no reader sees; with the lock held, remove them so they are not counted
+    repo.catalog.reapDeadBackups((pid, host) => processAlive(pid, host));
     const tty = process.stderr.isTTY;
     const report = await checkRepo(repo, {
       readData: values['read-data'],

@@ -103,6 +103,7 @@ export class TarSink implements RestoreSink {
     this.failed = new Promise<never>((_, reject) => (this.rejectFailed = reject));
     this.failed.catch(() => undefined);
     this.pack = tarPack();
+    (this.pack as unknown as EventEmitter).on('error', (e: unknown) => this.fail(e));
     output.on('error', (e: unknown) => this.fail(e));
     this.pumped = this.pump();
     this.pumped.catch((e: unknown) => this.fail(e));
@@ -300,6 +301,8 @@ export class TarSink implements RestoreSink {
     let entry: ReturnType<Pack['entry']>;
     try {
       entry = this.pack.entry(header, (e) => (e ? reject(e) : resolve()));
+      // a destroyed pack (the reader went away) makes its entries emit 'error': it is ours to report
+      (entry as unknown as EventEmitter).on('error', (e: unknown) => this.fail(e));
     } catch (e) {
       if (this.failure !== undefined) throw this.outputError();
       throw e;
