@@ -7,15 +7,17 @@
  *
  * The foreground is dd with O_DIRECT (it bypasses the page cache, as a VM's
  * disk I/O does): reading `--fg-mib` MiB, and writing `--fg-write-mib` MiB
- * over the start of the same file. The backup is `--threads` worker threads
+ * over the start of the same file, each `--fg-passes` times in a row. The backup is `--threads` worker threads
  * reading the image (random bytes, `--mib` MiB, its page cache dropped
  * before each run with dd iflag=nocache) in 4 MiB reads through
  * RawImage → ThrottledDevice, as the backup workers do; this file is also
  * the worker's code. The backup starts with the foreground and runs to its
- * end after it. Rounds are interleaved; ratios are per round.
+ * end after it. Each round measures the foreground alone before and after
+ * the runs with a backup and uses the mean (other work on a shared machine
+ * drifts); ratios are per round, and the summary is their median.
  *
  * Run: npm run build && node dist/benchmarks/throttle.js [--runs N] [--mib N]
- *      [--fg-mib N] [--fg-write-mib N] [--threads N]
+ *      [--fg-mib N] [--fg-write-mib N] [--fg-passes N] [--threads N]
  */
 import { spawn } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
@@ -59,6 +61,8 @@ const IMAGE_MIB = arg('mib', 2048);
 const FG_MIB = arg('fg-mib', 4096);
 const FG_WRITE_MIB = arg('fg-write-mib', 2048);
 const THREADS = arg('threads', 2);
+/** Passes of each foreground workload per measurement: longer runs, less noise. */
+const PASSES = arg('fg-passes', 2);
 const DIR = join(CACHE, 'throttle');
 
 /** Runs a command without blocking the event loop (the throttle's timer must keep running). */
@@ -82,17 +86,27 @@ async function dd(args: string[]): Promise<number> {
 
 type Workload = { name: string; mib: number; go: () => Promise<number> };
 
+/** Runs one pass of a workload PASSES times; returns the seconds summed. */
+async function passes(one: () => Promise<number>): Promise<number> {
+  let s = 0;
+  for (let i = 0; i < PASSES; i++) s += await one();
+  return s;
+}
+
 function workloads(fgFile: string, fgWrite: string): Workload[] {
   return [
     {
       name: 'direct read 1 MiB',
-      mib: FG_MIB,
-      go: () => dd([`if=${fgFile}`, 'of=/dev/null', 'bs=1M', 'iflag=direct']),
+      mib: FG_MIB * PASSES,
+      go: () => passes(() => dd([`if=${fgFile}`, 'of=/dev/null', 'bs=1M', 'iflag=direct'])),
     },
     {
       name: 'direct write 1 MiB',
-      mib: FG_WRITE_MIB,
-      go: () => dd(['if=/dev/zero', `of=${fgWrite}`, 'bs=1M', `count=${FG_WRITE_MIB}`, 'oflag=direct', 'conv=notrunc']),
+      mib: FG_WRITE_MIB * PASSES,
+      go: () =>
+        passes(() =>
+          dd(['if=/dev/zero', `of=${fgWrite}`, 'bs=1M', `count=${FG_WRITE_MIB}`, 'oflag=direct', 'conv=notrunc']),
+        ),
     },
   ];
 }
@@ -144,7 +158,7 @@ interface Round {
 }
 
 async function round(w: Workload, image: string): Promise<Round> {
-  const alone = await w.go();
+  const aloneBefore = await w.go();
 
   await dropCache(image);
   const modes: Record<string, number> = {};
@@ -170,6 +184,8 @@ async function round(w: Workload, image: string): Promise<Round> {
   const b2 = startBackup(image, open);
   const unthrottled = await w.go();
   const backupUnthrottled = await b2.done;
+  // alone before and after (A-B-A): the machine's drift over the round cancels out
+  const alone = (aloneBefore + (await w.go())) / 2;
   return { alone, throttled, unthrottled, backupThrottled, backupUnthrottled, modes, reasons };
 }
 
