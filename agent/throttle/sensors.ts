@@ -304,8 +304,36 @@ export class IoSensor {
     // PSI can be listed yet refuse reads (psi=0 on the command line: EOPNOTSUPP): readText gives undefined
     const pressure = readParsed(join(this.roots.proc, 'pressure', 'io'), parsePressure);
     if (pressure) s.pressure = pressure;
-    const self = readParsed(join(this.roots.proc, 'self', 'io'), parseSelfIo);
+    const self = ownIo(this.roots);
     if (self) s.self = self;
     return s;
   }
+}
+
+/**
+ * Our own I/O: the sum over our live threads' /proc/self/task/<tid>/io.
+ * Not /proc/self/io: when the kernel reaps a child process it adds the
+ * child's whole I/O to the parent's counters there, so a `dd` we spawned
+ * and waited for would look like our own reads and writes all at once, and
+ * the foreground it made would vanish from the sample. A thread that exits
+ * takes its counts with it; the caller clamps the negative delta to 0.
+ */
+export function ownIo(roots: SysRoots = LIVE_ROOTS): SelfIo | undefined {
+  const dir = join(roots.proc, 'self', 'task');
+  let tids: string[];
+  try {
+    tids = readdirSync(dir);
+  } catch {
+    return readParsed(join(roots.proc, 'self', 'io'), parseSelfIo);
+  }
+  let sum: SelfIo | undefined;
+  for (const tid of tids) {
+    // a thread can end between readdir and read: skip it
+    const io = readParsed(join(dir, tid, 'io'), parseSelfIo);
+    if (!io) continue;
+    sum = sum
+      ? { readBytes: sum.readBytes + io.readBytes, writeBytes: sum.writeBytes + io.writeBytes }
+      : { readBytes: io.readBytes, writeBytes: io.writeBytes };
+  }
+  return sum ?? readParsed(join(roots.proc, 'self', 'io'), parseSelfIo);
 }

@@ -20,6 +20,7 @@ import {
   type DiskStat,
   IoSensor,
   LIVE_ROOTS,
+  ownIo,
   parseDiskstats,
   parsePressure,
   parseSelfIo,
@@ -342,6 +343,33 @@ describe('deriveLoad', () => {
     );
     expect(devices).toBe(2);
     expect(d).toMatchObject({ readsCompleted: 3, ioTicks: 12, name: 'sda+sdb' });
+  });
+});
+
+describe('our own I/O', () => {
+  it('does not take in the I/O of a child we reaped (the kernel adds it to /proc/self/io)', () => {
+    const before = ownIo();
+    const procBefore = parseSelfIo(readFileSync('/proc/self/io', 'utf8'));
+    const tmp = mkdtempSync(join(tmpdir(), 'vdbak-ownio-'));
+    try {
+      // 8 MiB written by a child, to storage (O_DIRECT, or fsync'd)
+      const r = spawnSync('dd', [
+        'if=/dev/zero',
+        `of=${join(tmp, 'f')}`,
+        'bs=1M',
+        'count=8',
+        'conv=fsync',
+        'status=none',
+      ]);
+      expect(r.status).toBe(0);
+    } finally {
+      rmSync(tmp, { recursive: true, force: true });
+    }
+    const after = ownIo();
+    const procAfter = parseSelfIo(readFileSync('/proc/self/io', 'utf8'));
+    // the oracle: the kernel did add the child's writes to the process counters
+    expect(procAfter.writeBytes - procBefore.writeBytes).toBeGreaterThanOrEqual(8 * 1024 * 1024);
+    expect((after?.writeBytes ?? 0) - (before?.writeBytes ?? 0)).toBeLessThan(1024 * 1024);
   });
 });
 
