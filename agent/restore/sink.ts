@@ -66,7 +66,10 @@ export function restoreErrors(destination: string): Errors {
 
 /** Nanoseconds since the epoch as seconds in a double (what fs.utimes takes; Node keeps microseconds). */
 export function nsToSeconds(ns: bigint): number {
-  return Number(ns / NS_PER_S) + Number(ns % NS_PER_S) / 1e9;
+  // to the microsecond: a double near 1.8e9 s holds ~0.2 µs, so .999999999 s would round up into the
+  // next second (libuv then truncates what it gets, so the result never lands past the true time)
+  const us = ns >= 0n ? ns / 1000n : -((-ns + 999n) / 1000n);
+  return Number(us / 1_000_000n) + Number(us % 1_000_000n) / 1e6;
 }
 
 /**

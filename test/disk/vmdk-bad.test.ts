@@ -178,9 +178,10 @@ describe('vmdk: broken input gives typed errors', () => {
     const dir = copyOf(join(src, 'base.vmdk'), join(src, 'd1.vmdk'));
     const base = join(dir, 'base.vmdk');
     const b = readFileSync(base);
+    // qemu writes the CID unpadded (CID=%x): change its first digit, keep its length
     const at = b.indexOf('CID=', 0, 'latin1');
-    const old = b.subarray(at + 4, at + 12).toString('latin1');
-    b.write(old === '12345678' ? '87654321' : '12345678', at + 4, 'latin1');
+    const first = String.fromCharCode(b[at + 4]!);
+    b.write(first === '1' ? '2' : '1', at + 4, 'latin1');
     writeFileSync(base, b);
     const e = typedError(() => openDisk(join(dir, 'd1.vmdk')));
     expect(e).toMatchObject({ kind: 'ChainError', code: 'VMDK_PARENT_CID_MISMATCH', layer: 'vmdk' });

@@ -50,8 +50,11 @@ function newRepo(): { dir: string; repo: string; target: string } {
   return { dir, repo, target: join(repo, 'target') };
 }
 
+// these tests ship by hand, at chosen moments: the backup's own shipping is off here
 const backup = (repo: string, src: string): BackupJson =>
-  vdbakOk(['backup', '--repo', repo, '--json', src]).jsonLines<BackupJson>()[0]!;
+  vdbakOk(['backup', '--repo', repo, '--json', src], {
+    env: { VDBAK_SHIP_AFTER_BACKUP: '0' },
+  }).jsonLines<BackupJson>()[0]!;
 const ship = (repo: string, ...more: string[]): ShipJson =>
   vdbakOk(['ship-catalog', '--repo', repo, '--json', ...more]).json<ShipJson>();
 
