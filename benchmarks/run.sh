@@ -11,3 +11,6 @@ done
 # issue 5: vdbak's backup, restore and catalog next to restic and borg (benchmarks/backup.ts)
 echo "== backup"
 node dist/benchmarks/backup.js "$@"
+# issue 6: a foreground dd alone vs with a throttled (and an unthrottled) backup on the same disk (benchmarks/throttle.ts)
+echo "== throttle"
+node dist/benchmarks/throttle.js "$@"
