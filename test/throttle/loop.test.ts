@@ -12,7 +12,8 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MB } from '../../agent/throttle/controller.js';
-import { ThrottleLoop, type ThrottleStatus } from '../../agent/throttle/loop.js';
+import { type LoadSensor, ThrottleLoop, type ThrottleStatus } from '../../agent/throttle/loop.js';
+import type { Sample } from '../../agent/throttle/sensors.js';
 import { ROOT } from '../helpers/fixtures.js';
 import { compiled, removeCompiled, startReader } from './workers.js';
 
@@ -111,4 +112,82 @@ describe('the throttle loop under a real foreground load', () => {
       await reader.stop();
     }
   }, 30_000);
+});
+
+describe('the loop with a simulated sensor', () => {
+  /** A device whose foreground latency is whatever `lat` says now: 200 requests per 500 ms. */
+  function sim(): { sensor: LoadSensor; set: (ms: number) => void } {
+    let t = 0;
+    let ios = 0;
+    let msSum = 0;
+    let lat = 1;
+    const disk = () => ({
+      major: 8,
+      minor: 0,
+      name: 'sda',
+      readsCompleted: ios,
+      sectorsRead: ios * 8,
+      msReading: msSum,
+      writesCompleted: 0,
+      sectorsWritten: 0,
+      msWriting: 0,
+      inFlight: 0,
+      ioTicks: t / 2,
+      weightedMs: 0,
+    });
+    return {
+      sensor: {
+        sample(): Sample {
+          t += 500;
+          ios += 200;
+          msSum += 200 * lat;
+          return { atMs: t, devices: 1, disk: disk(), self: { readBytes: 0, writeBytes: 0 } };
+        },
+      },
+      set: (ms) => (lat = ms),
+    };
+  }
+
+  it("sets the bucket to the law's rate each tick and logs changes of mode, not every sample", () => {
+    const s = sim();
+    const logged: ThrottleStatus[] = [];
+    const loop = new ThrottleLoop({
+      sensor: s.sensor,
+      limits: { relativeSlow: 0, startBytesPerSec: 40 * MB },
+      now: () => Date.UTC(2026, 10, 23, 12),
+      onChange: (st) => logged.push(st),
+    });
+    try {
+      loop.tick(); // first sample: no interval yet
+      for (let i = 0; i < 4; i++) loop.tick();
+      const calmRate = loop.bucket.rate;
+      expect(calmRate).toBeGreaterThan(40 * MB);
+      s.set(25);
+      expect(loop.tick().mode).toBe('slow');
+      expect(loop.bucket.rate).toBe(calmRate / 2);
+      s.set(45);
+      expect(loop.tick().mode).toBe('stop');
+      expect(loop.bucket.rate).toBe(0);
+      s.set(1);
+      expect(loop.tick().mode).toBe('run');
+      expect(loop.bucket.rate).toBeGreaterThan(0);
+      // a line per change of mode, or of the rate by more than a quarter: not one per sample
+      expect(logged.map((l) => l.mode).filter((m, i, a) => m !== a[i - 1])).toEqual(['run', 'slow', 'stop', 'run']);
+      expect(logged.length).toBeLessThan(8);
+      expect(loop.status()).toMatchObject({ mode: 'run', devices: [], bucket: { closed: false } });
+      expect(loop.status().reason).toMatch(/^resuming; latency 1\.0 ms/);
+    } finally {
+      loop.stop();
+    }
+    expect(loop.bucket.stats().closed).toBe(true);
+  });
+
+  it("a restore's hold shows in the status", () => {
+    const loop = new ThrottleLoop({ sensor: sim().sensor });
+    const release = loop.bucket.hold();
+    expect(loop.status().bucket.holds).toBe(1);
+    release();
+    expect(loop.status().bucket.holds).toBe(0);
+    loop.stop();
+  });
 });
