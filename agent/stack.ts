@@ -39,9 +39,13 @@ function serialize(e: unknown, image: string): SerializedError {
     .toJSON();
 }
 
-/** Opens a disk and everything inside it. Filesystem failures are reported per volume. */
-export function openStack(path: string, options: OpenOptions = {}): DiskStack {
-  const disk = openDisk(path, options);
+/**
+ * Opens a disk and everything inside it. Filesystem failures are reported per
+ * volume. `wrap` puts a wrapper (the throttle) under every layer above the image.
+ */
+export function openStack(path: string, options: OpenOptions = {}, wrap?: (d: DiskImage) => DiskImage): DiskStack {
+  const opened = openDisk(path, options);
+  const disk = wrap ? wrap(opened) : opened;
   try {
     const map = readVolumeMap(disk);
     const volumes: OpenVolume[] = map.volumes.map((volume) => {

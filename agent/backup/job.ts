@@ -91,6 +91,8 @@ export interface BackupOptions {
   onProgress?: (s: LiveStats) => void;
   /** Folders a disk's snapshot parents must lie in (the datastores). */
   parentRoots?: string[];
+  /** The throttle's shared token bucket (ThrottleLoop.bucket.buffer): the workers' reads take tokens from it. */
+  throttle?: SharedArrayBuffer;
   /** Test hook: called at the crash-relevant steps (crash tests kill the process there). */
   hook?: (step: BackupStep) => void;
 }
@@ -234,6 +236,7 @@ class BackupRun {
     if (!fs) throw new Error('volume() needs an open filesystem');
     const base: Omit<ReadTask, 'items'> = {
       image: diskPath,
+      throttle: this.opts.throttle,
       openOptions: { format, parentRoots: this.opts.parentRoots },
       volumeIndex: ov.volume.index,
       catalogPath: this.repo.catalogPath,
@@ -311,6 +314,7 @@ class BackupRun {
   async rawVolume(diskPath: string, format: string | undefined, ov: OpenVolume, volumeId: number): Promise<void> {
     const base: Omit<ReadTask, 'items'> = {
       image: diskPath,
+      throttle: this.opts.throttle,
       openOptions: { format, parentRoots: this.opts.parentRoots },
       volumeIndex: ov.volume.index,
       catalogPath: this.repo.catalogPath,

@@ -16,6 +16,7 @@ import { errorsFor, isVdbakError, type SerializedError } from '../../parsers/err
 import type { OpenOptions } from '../../parsers/disk/types.js';
 import type { FsEntry } from '../../parsers/fs/types.js';
 import { type DiskStack, openStack } from '../stack.js';
+import { BucketSlot, throttleDisk } from '../throttle/device.js';
 
 /** Bytes read from a file per call: large enough for sequential reads, small enough for memory. */
 const READ_BLOCK = 4 * 1024 * 1024;
@@ -41,6 +42,8 @@ export type TaskItem =
     };
 
 export interface ReadTask {
+  /** The throttle's shared token bucket (agent/throttle); absent: reads are not limited. */
+  throttle?: SharedArrayBuffer;
   image: string;
   openOptions: OpenOptions;
   volumeIndex: number;
@@ -65,6 +68,8 @@ export interface TaskResult {
 }
 
 const disks = new Map<string, DiskStack>();
+/** Disks stay open across tasks: they read through whichever bucket the current task brought. */
+const throttle = new BucketSlot();
 let catalog: { path: string; db: Database.Database; has: Database.Statement } | undefined;
 
 function stackFor(task: ReadTask): DiskStack {
@@ -74,7 +79,7 @@ function stackFor(task: ReadTask): DiskStack {
     disks.set(task.image, s); // most recently used last
     return s;
   }
-  s = openStack(task.image, task.openOptions);
+  s = openStack(task.image, task.openOptions, (d) => throttleDisk(d, throttle));
   disks.set(task.image, s);
   while (disks.size > MAX_OPEN_DISKS) {
     const [oldest, st] = disks.entries().next().value as [string, DiskStack];
@@ -155,6 +160,7 @@ function processItem(task: ReadTask, stack: DiskStack, item: TaskItem, seen: Set
  * be detached), and the whole list is transferred.
  */
 export default function run(task: ReadTask): TaskResult {
+  throttle.use(task.throttle);
   const stack = stackFor(task);
   const seen = new Set<string>();
   const result: TaskResult = { items: task.items.map((item) => processItem(task, stack, item, seen)) };

@@ -1,6 +1,7 @@
 /**
  * Repository commands: init, backup, backups.
  */
+import { dirname } from 'node:path';
 import { parseArgs } from 'node:util';
 import { humanBytes } from '../format.js';
 import { initRepo, lockRepo, openRepo, repoPath } from '../repo.js';
@@ -101,9 +102,12 @@ export async function cmdBackup(args: string[]): Promise<number> {
       json: { type: 'boolean', default: false },
       name: { type: 'string' },
       threads: { type: 'string' },
+      throttle: { type: 'boolean', default: false },
+      'max-rate': { type: 'string' },
     },
   });
   if (positionals.length === 0) throw new UsageError('backup needs a VM folder, a .vmx file or a disk image');
+  const maxRate = intOpt(values['max-rate'], 'max-rate');
   const threads = values.threads === undefined ? defaultThreads() : Number(values.threads);
   if (!Number.isInteger(threads) || threads < 1 || threads > 64) throw new UsageError('--threads takes 1..64');
   const sources = resolveSources(positionals);
@@ -116,6 +120,7 @@ export async function cmdBackup(args: string[]): Promise<number> {
   let release: (() => void) | undefined;
   const pool = createPool(threads);
   let failed = 0;
+  let stopThrottle: (() => void) | undefined;
   try {
     release = lockRepo(root, 'backup');
     const onSignal = () => {
@@ -124,11 +129,26 @@ export async function cmdBackup(args: string[]): Promise<number> {
     };
     process.once('SIGINT', onSignal);
     process.once('SIGTERM', onSignal);
+    // --throttle: yield to the VMs' I/O on the devices under the disks (the daemon will do this by default)
+    let loop: { bucket: { buffer: SharedArrayBuffer }; stop(): void } | undefined;
+    if (values.throttle || maxRate !== undefined) {
+      const { ThrottleLoop } = await import('../throttle/loop.js');
+      const folders = [...new Set(sources.flatMap((s) => s.disks.map((d) => dirname(d.path))))];
+      loop = new ThrottleLoop({
+        paths: folders,
+        limits: maxRate !== undefined ? { maxBytesPerSec: maxRate } : {},
+        onChange: (s) => {
+          if (!process.stderr.isTTY) process.stderr.write(`vdbak: throttle ${s.mode}: ${s.reason}\n`);
+        },
+      }).start();
+    }
+    stopThrottle = () => loop?.stop();
     for (const src of sources) {
       const bar = new ProgressBar(process.stderr, { label: src.name });
       try {
         const r = await backupVm(repo, src, {
           pool,
+          throttle: loop?.bucket.buffer,
           onProgress: (s) => bar.update({ ...s, totalBytes: s.totalBytes || undefined }),
           hook: crashHook(),
         });
@@ -144,6 +164,7 @@ export async function cmdBackup(args: string[]): Promise<number> {
     // a copy of the catalog goes to the target after every backup: a lost controller loses nothing
     if (failed < sources.length) await (await import('../ship/after-backup.js')).shipAfterBackup(repo);
   } finally {
+    stopThrottle?.();
     await pool.close();
     try {
       repo.catalog.checkpoint(); // fold the WAL into the catalog file: its size is the catalog's size
