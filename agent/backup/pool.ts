@@ -29,16 +29,22 @@ export interface BackupPool {
 }
 
 export function createPool(threads = defaultThreads()): BackupPool {
-  const pool = new Piscina({
-    filename: workerFile(),
-    minThreads: threads,
-    maxThreads: threads,
-    // no idle teardown during a job: workers keep their open disks
-    idleTimeout: 60_000,
-  });
+  // started on the first task: a backup that finds nothing changed never pays for the workers
+  let pool: Piscina | undefined;
   return {
     threads,
-    run: (task) => pool.run(task) as Promise<TaskResult>,
-    close: () => pool.destroy(),
+    run: (task) => {
+      pool ??= new Piscina({
+        filename: workerFile(),
+        minThreads: threads,
+        maxThreads: threads,
+        // no idle teardown during a job: workers keep their open disks
+        idleTimeout: 60_000,
+      });
+      return pool.run(task) as Promise<TaskResult>;
+    },
+    close: async () => {
+      await pool?.destroy();
+    },
   };
 }
