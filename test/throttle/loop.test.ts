@@ -55,7 +55,24 @@ function stopLoad(p: ChildProcess): Promise<void> {
 }
 
 describe('the throttle loop under a real foreground load', () => {
+  // A real device shared with the rest of the test run: another test's I/O can hide the load or
+  // fake one. The law's direction must show in one of three tries; every try's trace is reported.
   it('the reader slows when the load starts and speeds up when it ends', async () => {
+    const failures: string[] = [];
+    for (let attempt = 1; attempt <= 3; attempt++) {
+      try {
+        await scenario();
+        return;
+      } catch (e) {
+        failures.push(`try ${attempt}: ${(e as Error).message}`);
+      }
+    }
+    throw new Error(failures.join('\n\n'));
+  }, 120_000);
+});
+
+async function scenario(): Promise<void> {
+  {
     const trace: string[] = [];
     const loop = new ThrottleLoop({
       paths: [work],
@@ -111,8 +128,8 @@ describe('the throttle loop under a real foreground load', () => {
       loop.stop();
       await reader.stop();
     }
-  }, 30_000);
-});
+  }
+}
 
 describe('the loop with a simulated sensor', () => {
   /** A device whose foreground latency is whatever `lat` says now: 200 requests per 500 ms. */
