@@ -546,6 +546,11 @@ export async function backupVm(repo: Repo, source: BackupSource, opts: BackupOpt
   const run = new BackupRun(repo, backupId, opts);
   for (const w of source.warnings ?? []) run.warn(w);
   if (adopted.packs > 0) run.warn(`adopted ${adopted.packs} pack(s) an interrupted run had stored`);
+  if (adopted.unreadable.length > 0) {
+    run.warn(
+      `${adopted.unreadable.length} pack(s) on the target are unknown to the catalog and do not verify (e.g. ${adopted.unreadable[0]}); 'vdbak check' lists them`,
+    );
+  }
   const volumes: VolumeSummary[] = [];
   const stacks: DiskStack[] = [];
   try {
