@@ -32,7 +32,7 @@ const TYPE_CHAR: Record<string, string> = {
 };
 
 /** `ls -l` style mode string, e.g. drwxr-xr-x. */
-export function modeString(e: FsEntry): string {
+export function modeString(e: { mode: number; type: string }): string {
   const m = e.mode;
   const bit = (mask: number, c: string) => (m & mask ? c : '-');
   let s = TYPE_CHAR[e.type] ?? '?';

@@ -42,6 +42,8 @@ export interface BackupSummary {
   warnings: string[];
   /** Total number of warnings when more happened than `warnings` holds. */
   warningCount?: number;
+  /** Entries found unchanged since the previous backup (not read). */
+  unchanged?: number;
   /** One line per volume, already worded by the caller, e.g. `d0p2 NTFS "WINDOWS": 12,001 files`. */
   volumes: string[];
 }
@@ -375,7 +377,11 @@ export function formatSummary(s: BackupSummary, opts: { maxWarnings?: number } =
     lines.push('  volumes');
     for (const v of s.volumes) lines.push(`    ${oneLine(v)}`);
   }
-  row('files', formatCount(s.files));
+  row(
+    'files',
+    formatCount(s.files),
+    s.unchanged === undefined ? undefined : `${formatCount(s.unchanged)} entries unchanged since the last backup`,
+  );
   row('bytes scanned', formatBytes(s.bytesScanned), 'size of the files looked at');
   row('bytes read', formatBytes(s.bytesRead), 'read from the disks (unchanged files are not read)');
   row('new chunks', formatCount(s.newChunks), 'chunks the repository did not hold yet');

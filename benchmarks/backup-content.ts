@@ -4,11 +4,10 @@
  * made by real tools: sfdisk, mkfs.ext4 -d, debugfs, qemu-img convert).
  * restic and borg back up the trees; vdbak backs up the VMDKs.
  */
-import { createCipheriv } from 'node:crypto';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { prng } from '../transport/prng.js';
-import { bash, MiB } from './lib.js';
+import { bash, MiB, randomBytes, textBytes } from './lib.js';
 
 const KiB = 1024;
 /** Files per folder in every generated tree. */
@@ -16,37 +15,6 @@ const PER_FOLDER = 100;
 /** Shares of the mixed tree: small files, large incompressible, large compressible (the rest). */
 const SMALL_SHARE = 0.2;
 const RANDOM_SHARE = 0.4;
-
-const VOCAB = (() => {
-  const rnd = prng(12345);
-  const letters = 'etaoinshrdlucmfwypvbgkjqxz';
-  return Array.from({ length: 4096 }, () => {
-    const n = 2 + Math.floor(rnd() * 9);
-    let w = '';
-    for (let i = 0; i < n; i++) w += letters[Math.floor(rnd() ** 2 * letters.length)];
-    return Buffer.from(w, 'latin1');
-  });
-})();
-
-/** `length` incompressible bytes, fixed by `seed` (AES-CTR keystream). */
-export function randomBytes(length: number, seed: number): Buffer {
-  const key = Buffer.alloc(16);
-  key.writeUInt32LE(seed >>> 0, 0);
-  return createCipheriv('aes-128-ctr', key, Buffer.alloc(16)).update(Buffer.alloc(length));
-}
-
-/** `length` bytes of text-like data (Zipf-ish words; zstd/lz4 compress it about 2–3×), fixed by `seed`. */
-export function textBytes(length: number, seed: number): Buffer {
-  const rnd = prng(seed);
-  const b = Buffer.alloc(length);
-  let at = 0;
-  while (at < length) {
-    const w = VOCAB[Math.floor(rnd() ** 3 * VOCAB.length)]!;
-    at += w.copy(b, at);
-    if (at < length) b[at++] = rnd() < 0.08 ? 0x0a : 0x20;
-  }
-  return b;
-}
 
 function write(path: string, data: Buffer): void {
   mkdirSync(dirname(path), { recursive: true });

@@ -17,12 +17,12 @@
  * Throughput numbers exclude making the data. The machine may be shared:
  * compare figures from one run, not across runs.
  */
-import { createCipheriv } from 'node:crypto';
 import { deflateRawSync, inflateRawSync } from 'node:zlib';
 import { type ChunkSizes, ContentChunker, DEFAULT_CHUNK_SIZES } from '../agent/chunk/fastcdc.js';
 import { decodeChunk, encodeChunk } from '../transport/codec.js';
 import { PackWriter } from '../transport/pack.js';
 import { prng } from '../transport/prng.js';
+import { randomBytes, textBytes } from './lib.js';
 
 const BLOCK = 1 << 20;
 const MB = 1e6;
@@ -38,43 +38,15 @@ function kindOf(block: number): Kind {
   return block > 0 ? 'copy' : 'text';
 }
 
-const VOCAB = (() => {
-  const rnd = prng(12345);
-  const letters = 'etaoinshrdlucmfwypvbgkjqxz';
-  return Array.from({ length: 4096 }, () => {
-    const n = 2 + Math.floor(rnd() * 9);
-    let w = '';
-    for (let i = 0; i < n; i++) w += letters[Math.floor(rnd() ** 2 * letters.length)];
-    return Buffer.from(w, 'latin1');
-  });
-})();
-
-function randomBytesSeeded(length: number, seed: number): Buffer {
-  const key = Buffer.alloc(16);
-  key.writeUInt32LE(seed >>> 0, 0);
-  const iv = Buffer.alloc(16);
-  iv.writeUInt32LE(0x5eed, 0);
-  return createCipheriv('aes-128-ctr', key, iv).update(Buffer.alloc(length));
-}
-
 /** Block `i` of the data set (1 MiB, deterministic). */
 function makeBlock(i: number): Buffer {
   const kind = kindOf(i);
   if (kind === 'copy') return makeBlock(Math.floor(prng(i)() * i));
   if (kind === 'zeros') return Buffer.alloc(BLOCK);
-  if (kind === 'random') return randomBytesSeeded(BLOCK, i);
+  if (kind === 'random') return randomBytes(BLOCK, i, 0x5eed);
+  if (kind === 'text') return textBytes(BLOCK, i * 31 + 7);
   const rnd = prng(i * 31 + 7);
   const b = Buffer.alloc(BLOCK);
-  if (kind === 'text') {
-    let at = 0;
-    while (at < BLOCK) {
-      // Zipf-like: common words far more often than rare ones
-      const w = VOCAB[Math.floor(rnd() ** 3 * VOCAB.length)]!;
-      at += w.copy(b, at);
-      if (at < BLOCK) b[at++] = rnd() < 0.08 ? 0x0a : 0x20;
-    }
-    return b;
-  }
   // binary: 16-byte records: a counter, a small value, a type code, a random-ish id
   for (let at = 0, n = i * 65536; at + 16 <= BLOCK; at += 16, n++) {
     b.writeUInt32LE(n, at);
@@ -94,7 +66,7 @@ function editedBlock(i: number): { bytes: Buffer; edited: number } {
   const len = 4096 + Math.floor(rnd() * 252 * 1024);
   const at = Math.floor(rnd() * (BLOCK - len));
   const op = rnd();
-  const fresh = randomBytesSeeded(len, 1e6 + i);
+  const fresh = randomBytes(len, 1e6 + i, 0x5eed);
   if (op < 0.5) {
     fresh.copy(b, at);
     return { bytes: b, edited: len };

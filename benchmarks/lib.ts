@@ -5,12 +5,13 @@
  * read every file as a backup does).
  */
 import { spawnSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { createCipheriv, createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { RawImage } from '../parsers/disk/raw.js';
 import type { FileSystemDriver } from '../parsers/fs/types.js';
+import { prng } from '../transport/prng.js';
 
 export const MiB = 1024 * 1024;
 const here = dirname(fileURLToPath(import.meta.url));
@@ -97,4 +98,40 @@ export function treeBytes(dir: string): number {
     if (st.isFile()) n += st.size;
   }
   return n;
+}
+
+// ---- synthetic content shared by the benchmarks --------------------------------------------
+
+/** Words for text-like data, Zipf-ish letter frequencies, fixed by their seed. */
+const VOCAB = (() => {
+  const rnd = prng(12345);
+  const letters = 'etaoinshrdlucmfwypvbgkjqxz';
+  return Array.from({ length: 4096 }, () => {
+    const n = 2 + Math.floor(rnd() * 9);
+    let w = '';
+    for (let i = 0; i < n; i++) w += letters[Math.floor(rnd() ** 2 * letters.length)];
+    return Buffer.from(w, 'latin1');
+  });
+})();
+
+/** `length` incompressible bytes, fixed by `seed` (AES-CTR keystream). */
+export function randomBytes(length: number, seed: number, ivWord = 0): Buffer {
+  const key = Buffer.alloc(16);
+  key.writeUInt32LE(seed >>> 0, 0);
+  const iv = Buffer.alloc(16);
+  iv.writeUInt32LE(ivWord >>> 0, 0);
+  return createCipheriv('aes-128-ctr', key, iv).update(Buffer.alloc(length));
+}
+
+/** `length` bytes of text-like data (Zipf-ish words; zstd/lz4 compress it about 2–3×), fixed by `seed`. */
+export function textBytes(length: number, seed: number): Buffer {
+  const rnd = prng(seed);
+  const b = Buffer.alloc(length);
+  let at = 0;
+  while (at < length) {
+    const w = VOCAB[Math.floor(rnd() ** 3 * VOCAB.length)]!;
+    at += w.copy(b, at);
+    if (at < length) b[at++] = rnd() < 0.08 ? 0x0a : 0x20;
+  }
+  return b;
 }

@@ -605,11 +605,7 @@ export class Catalog {
    */
   addPack(name: string, size: number, entries: readonly PackChunk[], nowMs = Date.now()): number {
     return this.tx(() => {
-      const r = this.st(
-        `INSERT INTO packs(name, size, chunk_count, created_ms) VALUES (?, ?, ?, ?)
-           ON CONFLICT(name) DO UPDATE SET size = excluded.size RETURNING id`,
-      ).get(name, size, entries.length, nowMs) as Row;
-      const packId = n(r.id);
+      const packId = this.upsertPack(name, size, entries.length, nowMs);
       const ins = this.st(
         'INSERT OR IGNORE INTO chunks(hash, pack_id, offset, stored_len, raw_len, codec) VALUES (?, ?, ?, ?, ?, ?)',
       );
@@ -618,6 +614,14 @@ export class Catalog {
       }
       return packId;
     });
+  }
+
+  private upsertPack(name: string, size: number, chunkCount: number, nowMs: number): number {
+    const r = this.st(
+      `INSERT INTO packs(name, size, chunk_count, created_ms) VALUES (?, ?, ?, ?)
+         ON CONFLICT(name) DO UPDATE SET size = excluded.size RETURNING id`,
+    ).get(name, size, chunkCount, nowMs) as Row;
+    return n(r.id);
   }
 
   packs(): { id: number; name: string; size: number; chunkCount: number }[] {
@@ -710,15 +714,14 @@ export class Catalog {
     });
   }
 
-  /** Moves chunks to another pack (after a repack stored it) and drops a pack row. */
-  replacePackChunks(oldPackId: number, newPack: { name: string; size: number; entries: PackChunk[] } | null): void {
+  /** Points chunks at a new pack (after a repack stored it) and drops the old packs and their remaining chunk rows. */
+  replacePackChunks(
+    oldPackIds: readonly number[],
+    newPack: { name: string; size: number; entries: readonly PackChunk[] } | null,
+  ): void {
     this.tx(() => {
       if (newPack) {
-        const r = this.st(
-          `INSERT INTO packs(name, size, chunk_count, created_ms) VALUES (?, ?, ?, ?)
-             ON CONFLICT(name) DO UPDATE SET size = excluded.size RETURNING id`,
-        ).get(newPack.name, newPack.size, newPack.entries.length, Date.now()) as Row;
-        const newId = n(r.id);
+        const newId = this.upsertPack(newPack.name, newPack.size, newPack.entries.length, Date.now());
         const upd = this.st(
           'UPDATE chunks SET pack_id = ?, offset = ?, stored_len = ?, raw_len = ?, codec = ? WHERE hash = ?',
         );
@@ -726,8 +729,10 @@ export class Catalog {
           upd.run(newId, e.offset, e.storedLength, e.rawLength, e.codec, Buffer.from(e.hash, 'hex'));
         }
       }
-      this.st('DELETE FROM chunks WHERE pack_id = ?').run(oldPackId);
-      this.st('DELETE FROM packs WHERE id = ?').run(oldPackId);
+      for (const id of oldPackIds) {
+        this.st('DELETE FROM chunks WHERE pack_id = ?').run(id);
+        this.st('DELETE FROM packs WHERE id = ?').run(id);
+      }
     });
   }
 

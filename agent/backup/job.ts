@@ -18,8 +18,7 @@ import { hostname } from 'node:os';
 import type { Catalog } from '../../catalog/catalog.js';
 import type { RunRecord, StreamRecord, VersionRecord } from '../../catalog/records.js';
 import { sameContent } from '../../catalog/records.js';
-import { totalLength } from '../../parsers/blockdevice.js';
-import { errorsFor, isVdbakError, type SerializedError } from '../../parsers/errors.js';
+import { isVdbakError, type SerializedError } from '../../parsers/errors.js';
 import type { DataRun, FsEntry } from '../../parsers/fs/types.js';
 import { type EncodedChunk } from '../../transport/codec.js';
 import { packObjectName, PackWriter } from '../../transport/pack.js';
@@ -197,7 +196,6 @@ class BackupRun {
   private readonly cat: Catalog;
   private readonly writer: Writer;
   private readonly pack: PackWriter;
-  private readonly pending = new Map<number, PendingFile>();
   private readonly pieces = new Map<number, { file: PendingFile; part: number; seg: number }>();
   private nextKey = 1;
   private batch: { base: Omit<ReadTask, 'items'>; items: TaskItem[]; bytes: number } | undefined;
@@ -229,12 +227,9 @@ class BackupRun {
     this.opts.onProgress({ ...this.stats });
   }
 
-  // ---- the walk ---------------------------------------------------------------------------
-
-  async volume(diskPath: string, format: string | undefined, ov: OpenVolume, volumeId: number): Promise<number> {
-    const fs = ov.fs;
-    if (!fs) throw new Error('volume() needs an open filesystem');
-    const base: Omit<ReadTask, 'items'> = {
+  /** What every read task of one volume carries. */
+  private taskBase(diskPath: string, format: string | undefined, ov: OpenVolume): Omit<ReadTask, 'items'> {
+    return {
       image: diskPath,
       throttle: this.opts.throttle,
       openOptions: { format, parentRoots: this.opts.parentRoots },
@@ -243,6 +238,14 @@ class BackupRun {
       chunkSizes: { ...this.repo.settings.chunkSizes },
       zstdLevel: this.repo.settings.zstdLevel,
     };
+  }
+
+  // ---- the walk ---------------------------------------------------------------------------
+
+  async volume(diskPath: string, format: string | undefined, ov: OpenVolume, volumeId: number): Promise<number> {
+    const fs = ov.fs;
+    if (!fs) throw new Error('volume() needs an open filesystem');
+    const base = this.taskBase(diskPath, format, ov);
     let entries = 0;
     let lastYield = Date.now();
     for (const e of fs.walk()) {
@@ -285,8 +288,6 @@ class BackupRun {
         continue;
       }
       const file: PendingFile = { volumeId, path: e.path, record, parts: [], remaining: 0 };
-      const key0 = this.nextKey;
-      this.pending.set(key0, file);
       for (const p of parts) {
         const nseg = Math.ceil(p.size / SEGMENT_BYTES);
         file.parts.push({ stream: p.stream, segments: new Array<string[] | undefined>(nseg) });
@@ -301,7 +302,6 @@ class BackupRun {
           await this.addItem(base, { kind: 'file', key, entry: e, stream: p.stream, start, end }, end - start);
         }
       }
-      this.pending.delete(key0);
       this.progress();
     }
     for (const p of fs.problems) {
@@ -312,19 +312,12 @@ class BackupRun {
 
   /** A volume we cannot read as files: its allocated bytes, as one stream with runs. */
   async rawVolume(diskPath: string, format: string | undefined, ov: OpenVolume, volumeId: number): Promise<void> {
-    const base: Omit<ReadTask, 'items'> = {
-      image: diskPath,
-      throttle: this.opts.throttle,
-      openOptions: { format, parentRoots: this.opts.parentRoots },
-      volumeIndex: ov.volume.index,
-      catalogPath: this.repo.catalogPath,
-      chunkSizes: { ...this.repo.settings.chunkSizes },
-      zstdLevel: this.repo.settings.zstdLevel,
-    };
+    const base = this.taskBase(diskPath, format, ov);
     const ranges = ov.device.allocated(0, ov.device.size);
     const runs: RunRecord[] = ranges.map((r) => ({ fileOffset: r.offset, volumeOffset: r.offset, length: r.length }));
     const total = ranges.reduce((a, r) => a + r.length, 0);
     this.stats.bytesScanned += total;
+    this.stats.totalBytes += total;
     const record: VersionRecord = {
       fsId: 'volume',
       type: 'file',
@@ -606,7 +599,6 @@ export async function backupVm(repo: Repo, source: BackupSource, opts: BackupOpt
                 : 'no filesystem vdbak reads'
             }; kept as its allocated bytes`,
           );
-          run.stats.totalBytes += totalLength(ov.device.allocated(0, ov.device.size));
           await run.rawVolume(d.path, d.format, ov, volumeId);
           entries = 1;
         }
@@ -648,6 +640,3 @@ export async function backupVm(repo: Repo, source: BackupSource, opts: BackupOpt
     for (const s of stacks) s.close();
   }
 }
-
-/** A typed error for a backup that could not start. */
-export const backupErrors = (image: string) => errorsFor({ image, layer: 'repo' });

@@ -178,9 +178,3 @@ export default function run(task: ReadTask): TaskResult {
   }
   return move({ [transferableSymbol]: transfer, [valueSymbol]: result }) as unknown as TaskResult;
 }
-
-/** Drops a disk a worker holds (the job is done with it). */
-export function closeDisk(image: string): void {
-  disks.get(image)?.close();
-  disks.delete(image);
-}

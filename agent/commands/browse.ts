@@ -9,29 +9,11 @@ import type { Catalog } from '../../catalog/catalog.js';
 import type { VersionRow } from '../../catalog/records.js';
 import { errorsFor } from '../../parsers/errors.js';
 import { resolveBackup, resolvePath, splitUserPath, volumeTitle } from '../browse/refs.js';
-import { humanBytes, isoNs } from '../format.js';
+import { humanBytes, isoNs, modeString } from '../format.js';
 import { openRepo, repoPath, type Repo } from '../repo.js';
 import { ChunkStore, versionContent } from '../restore/chunks.js';
 import { writeOut } from '../stdout.js';
 import { UsageError } from './usage.js';
-
-const TYPE_CHAR: Record<string, string> = {
-  dir: 'd',
-  symlink: 'l',
-  chardev: 'c',
-  blockdev: 'b',
-  fifo: 'p',
-  socket: 's',
-};
-
-function modeText(v: VersionRow): string {
-  const t = TYPE_CHAR[v.type] ?? '-';
-  const bits = 'rwxrwxrwx'
-    .split('')
-    .map((c, i) => (v.mode & (1 << (8 - i)) ? c : '-'))
-    .join('');
-  return t + bits;
-}
 
 function versionJson(v: VersionRow, path: string): Record<string, unknown> {
   return {
@@ -57,7 +39,7 @@ function withRepo<T>(flag: string | undefined, fn: (r: Repo) => Promise<T>): Pro
 function longLine(v: VersionRow, shown: string): string {
   const link = v.linkTarget !== undefined ? ` -> ${v.linkTarget}` : '';
   const streams = v.streams?.length ? `  [+${v.streams.map((s) => s.name).join(', ')}]` : '';
-  return `${modeText(v)} ${String(v.uid).padStart(5)} ${String(v.gid).padStart(5)} ${String(v.size).padStart(12)} ${isoNs(v.mtimeNs).slice(0, 19)} ${shown}${link}${streams}`;
+  return `${modeString(v)} ${String(v.uid).padStart(5)} ${String(v.gid).padStart(5)} ${String(v.size).padStart(12)} ${isoNs(v.mtimeNs).slice(0, 19)} ${shown}${link}${streams}`;
 }
 
 export async function cmdBackupLs(args: string[]): Promise<number> {

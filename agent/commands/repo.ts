@@ -8,7 +8,7 @@ import { initRepo, lockRepo, openRepo, repoPath } from '../repo.js';
 import { backupVm, type BackupResult, type BackupStep, type LiveStats } from '../backup/job.js';
 import { createPool, defaultThreads } from '../backup/pool.js';
 import { resolveSources } from '../source/resolve.js';
-import { ProgressBar, sanitizeForTerminal } from '../progress.js';
+import { formatSummary, ProgressBar } from '../progress.js';
 import { writeOut } from '../stdout.js';
 import { UsageError } from './usage.js';
 
@@ -53,30 +53,25 @@ export async function cmdInit(args: string[]): Promise<number> {
   return 0;
 }
 
-export function summaryText(r: BackupResult): string {
-  const secs = r.durationMs / 1000;
-  const ratio = r.bytesSent > 0 ? r.bytesScanned / r.bytesSent : 0;
-  const lines = [
-    `backup ${r.backupId} of ${r.vm} complete in ${secs.toFixed(1)} s`,
-    `  files          ${r.files} (${r.unchanged} entries unchanged since the last backup, ${r.changed} new or changed)`,
-    `  bytes scanned  ${humanBytes(r.bytesScanned)}   (the size of every file looked at)`,
-    `  bytes read     ${humanBytes(r.bytesRead)}   (read from the disk: unchanged files are not read)`,
-    `  new chunks     ${r.newChunks}`,
-    `  bytes sent     ${humanBytes(r.bytesSent)} in ${r.packs} pack(s)   (compressed, only chunks the target lacked)`,
-    `  dedup ratio    ${ratio > 0 ? `${ratio.toFixed(1)}x` : 'nothing new was sent'}   (bytes scanned / bytes sent)`,
-    `  rate           ${humanBytes(secs > 0 ? r.bytesScanned / secs : 0)}/s`,
-  ];
-  for (const v of r.volumes) {
-    lines.push(
-      `  volume ${v.name}  ${v.mode === 'files' ? `${v.fsType}${v.label ? ` "${v.label}"` : ''}, ${v.entries} entries` : 'raw (allocated bytes only)'}${v.problems ? `, ${v.problems} problem(s)` : ''}`,
-    );
-  }
-  if (r.warningList.length) {
-    lines.push(`  warnings       ${r.warningList.length}`);
-    for (const w of r.warningList.slice(0, 20)) lines.push(`    - ${sanitizeForTerminal(w)}`);
-    if (r.warningList.length > 20) lines.push(`    … and ${r.warningList.length - 20} more (see --json)`);
-  }
-  return `${lines.join('\n')}\n`;
+/** The human summary of one VM's backup (progress.ts words it; guest names are made safe there). */
+function summaryText(r: BackupResult): string {
+  return formatSummary({
+    vm: r.vm,
+    backupId: r.backupId,
+    durationMs: r.durationMs,
+    files: r.files,
+    unchanged: r.unchanged,
+    bytesScanned: r.bytesScanned,
+    bytesRead: r.bytesRead,
+    newChunks: r.newChunks,
+    bytesSent: r.bytesSent,
+    warnings: r.warningList,
+    warningCount: r.warnings,
+    volumes: r.volumes.map(
+      (v) =>
+        `${v.name}  ${v.mode === 'files' ? `${v.fsType}${v.label ? ` "${v.label}"` : ''}, ${v.entries} entries` : 'raw (allocated bytes only)'}${v.problems ? `, ${v.problems} problem(s)` : ''}`,
+    ),
+  });
 }
 
 /**

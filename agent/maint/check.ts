@@ -11,7 +11,6 @@
  * content.
  */
 import type { Catalog } from '../../catalog/catalog.js';
-import { HASH_BYTES } from '../../catalog/records.js';
 import { isVdbakError } from '../../parsers/errors.js';
 import { PackReader } from '../../transport/pack.js';
 import type { Repo } from '../repo.js';
@@ -145,6 +144,5 @@ export async function checkRepo(
   }
   report.damaged = damagedFiles(cat, referencedBad);
   report.ok = report.errors.length === 0;
-  void HASH_BYTES;
   return report;
 }

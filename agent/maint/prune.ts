@@ -12,7 +12,6 @@
  * adopted by the next prune (its chunks are already known elsewhere or dead)
  * and removed. The catalog never points at a pack that is gone.
  */
-import { createHash } from 'node:crypto';
 import type { PackChunk } from '../../catalog/catalog.js';
 import { packObjectName, PackReader, PackWriter } from '../../transport/pack.js';
 import { adoptOrphanPacks } from '../backup/adopt.js';
@@ -71,7 +70,7 @@ export async function pruneRepo(repo: Repo, opts: { dryRun?: boolean; hook?: Pru
   // packs with nothing live: catalog first, then the target
   for (const p of dead) {
     report.chunksRemoved += p.chunks;
-    cat.replacePackChunks(p.id, null);
+    cat.replacePackChunks([p.id], null);
     await opts.hook?.('committed');
     await repo.target.delete(p.name);
     report.packsDeleted++;
@@ -80,7 +79,6 @@ export async function pruneRepo(repo: Repo, opts: { dryRun?: boolean; hook?: Pru
 
   // packs mostly dead: copy their live chunks into new packs
   const writer = new PackWriter({ targetSize: repo.settings.packTargetSize });
-  let moved: PackChunk[] = [];
   let drained: typeof sparse = [];
   const flush = async () => {
     let newPack: { name: string; size: number; entries: PackChunk[] } | null = null;
@@ -92,21 +90,11 @@ export async function pruneRepo(repo: Repo, opts: { dryRun?: boolean; hook?: Pru
       await opts.hook?.('stored-new-pack');
       newPack = { name, size: fin.bytes.length, entries: fin.entries };
     }
-    cat.tx(() => {
-      if (newPack) {
-        // the first drained pack's row is replaced; the rest are dropped below
-        cat.addPack(newPack.name, newPack.size, []);
-        const newId = cat.packs().find((x) => x.name === newPack.name)!.id;
-        const upd = cat.db.prepare(
-          'UPDATE chunks SET pack_id = ?, offset = ?, stored_len = ?, raw_len = ?, codec = ? WHERE hash = ?',
-        );
-        for (const e of newPack.entries) {
-          upd.run(newId, e.offset, e.storedLength, e.rawLength, e.codec, Buffer.from(e.hash, 'hex'));
-        }
-        cat.db.prepare('UPDATE packs SET chunk_count = ? WHERE id = ?').run(newPack.entries.length, newId);
-      }
-      for (const p of drained) cat.replacePackChunks(p.id, null);
-    });
+    // one transaction: moved chunks point at the new pack, the drained packs' rows go
+    cat.replacePackChunks(
+      drained.map((p) => p.id),
+      newPack,
+    );
     await opts.hook?.('committed');
     for (const p of drained) {
       await repo.target.delete(p.name);
@@ -114,7 +102,6 @@ export async function pruneRepo(repo: Repo, opts: { dryRun?: boolean; hook?: Pru
       report.packsRewritten++;
     }
     await opts.hook?.('deleted-old');
-    moved = [];
     drained = [];
   };
   for (const p of sparse) {
@@ -130,13 +117,11 @@ export async function pruneRepo(repo: Repo, opts: { dryRun?: boolean; hook?: Pru
         continue;
       }
       if (writer.has(e.hash)) continue;
-      // verify before copying: a damaged chunk must not be laundered into a new pack
-      const raw = await reader.readChunk(e);
-      if (createHash('sha256').update(raw).digest('hex') !== e.hash) continue;
+      // readChunk verifies the SHA-256: a damaged chunk must not be laundered into a new pack
+      await reader.readChunk(e);
       const stored = bytes.subarray(e.offset, e.offset + e.storedLength);
       if (writer.full) await flush();
       writer.add({ hash: e.hash, rawLength: e.rawLength, codec: e.codec, stored: Buffer.from(stored) });
-      moved.push({ ...e });
     }
     drained.push(p);
   }

@@ -197,7 +197,7 @@ export async function recoverFromTarget(targetDir: string, newRoot: string): Pro
       if (onTarget.has(p.name)) continue;
       missingPacks.push(p.name);
       // its chunks may live on in packs a prune wrote after the copy; adoption records them there
-      repo.catalog.replacePackChunks(p.id, null);
+      repo.catalog.replacePackChunks([p.id], null);
     }
     const adopted = await adoptOrphanPacks(repo);
     repo.catalog.collectReferenced();

@@ -10,7 +10,7 @@
  * read is still a leaf candidate: opening it later reports the real error.
  */
 import { readdirSync, realpathSync, statSync } from 'node:fs';
-import { basename, dirname, extname, isAbsolute, join } from 'node:path';
+import { basename, extname, join } from 'node:path';
 import { u32be, u32le, u64le } from '../../parsers/bytes.js';
 import { FileSource } from '../../parsers/disk/file.js';
 import { parseHeader as parseQcow2Header, QCOW2_MAGIC } from '../../parsers/disk/qcow2/header.js';
@@ -24,6 +24,7 @@ import {
   SPARSE_MAGIC,
 } from '../../parsers/disk/vmdk/sparse.js';
 import { errorsFor, isVdbakError, type VdbakError } from '../../parsers/errors.js';
+import { resolveParent } from '../../parsers/disk/vmdk/index.js';
 
 /** Extensions of loose disk images we pick up in a folder (lower case, with the dot). */
 export const IMAGE_EXTENSIONS = ['.vmdk', '.qcow2', '.img', '.raw'] as const;
@@ -84,13 +85,8 @@ export function formatByName(name: string): string | undefined {
  * here falls back to its base name next to the image.
  */
 export function resolveReference(name: string, fromPath: string): string {
-  const dir = dirname(fromPath);
-  const windowsAbsolute = /^[A-Za-z]:[\\/]/.test(name) || name.startsWith('\\');
-  const portable = name.replace(/\\/g, '/');
-  if (!isAbsolute(name) && !windowsAbsolute) return join(dir, portable);
-  if (!windowsAbsolute && existsFile(name)) return name;
-  const local = join(dir, basename(portable));
-  return existsFile(local) ? local : name;
+  // the same rule the VMDK reader follows for parentFileNameHint
+  return resolveParent(name, fromPath);
 }
 
 export function existsFile(p: string): boolean {

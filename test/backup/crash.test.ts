@@ -19,6 +19,7 @@ import { join, relative } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fixture } from '../helpers/fixtures.js';
 import { CLI, vdbak, vdbakOk, type BackupJson } from '../helpers/vdbak.js';
+import { prng } from '../../transport/prng.js';
 
 /** Small packs and chunks so that a few MiB of content makes ~25 packs and a kill lands between them. */
 const PACK_SIZE = 256 * 1024;
@@ -195,18 +196,6 @@ function restored(repo: string, ref: string): Map<string, string> {
   const to = mkdtempSync(join(scratch, 'restore-'));
   vdbakOk(['restore', '--repo', repo, ref, VOL, '--to', to]);
   return treeHashes(to);
-}
-
-/** mulberry32: a small seeded PRNG, so the "random" kill moments are the same on every run. */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /**
@@ -414,7 +403,7 @@ describe('kill -9 during a backup, then back up again', () => {
   });
 
   it('survives SIGKILL at seeded random moments, then completes without resending', async () => {
-    const rand = seeded(0x5eed);
+    const rand = prng(0x5eed);
     const vm = vmWith('v1');
     let repo = newRepo('random-backup');
     // 50–800 ms, narrowed to the first 70 % of a whole backup's time here (which varies with the
@@ -447,7 +436,7 @@ describe('kill -9 during a backup, then back up again', () => {
     expect(restored(repo, VM)).toEqual(v1Tree);
   });
   it('survives SIGKILL at seeded random moments in an incremental backup of changed content', async () => {
-    const rand = seeded(0x1ce);
+    const rand = prng(0x1ce);
     const vm = vmWith('v1');
     const start = (): { repo: string; first: number } => {
       const repo = newRepo('random-incremental');
@@ -548,7 +537,7 @@ describe('kill -9 during a prune, then prune again', () => {
   });
 
   it('survives SIGKILL at seeded random moments', async () => {
-    const rand = seeded(0xc0ffee);
+    const rand = prng(0xc0ffee);
     const repo = repoToPrune('random-prune');
     const bytesBefore = targetBytes(packsOnTarget(repo));
     for (let i = 0; i < 4; i++) {

@@ -8,6 +8,7 @@ import { lstatSync, mkdtempSync, readdirSync, readFileSync, readlinkSync } from 
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { fixture, ROOT } from './fixtures.js';
+import type { BackupResult } from '../../agent/backup/job.js';
 
 export const CLI = join(ROOT, 'bin', 'vdbak.js');
 /** Restores of whole fixtures write megabytes to stdout (cat, --tar -). */
@@ -73,23 +74,8 @@ export function vdbakOk(args: string[], opts: { env?: NodeJS.ProcessEnv; input?:
   return r;
 }
 
-/** The statistics `backup --json` prints for one VM. */
-export interface BackupJson {
-  backupId: number;
-  vm: string;
-  files: number;
-  entries: number;
-  bytesScanned: number;
-  bytesRead: number;
-  newChunks: number;
-  bytesSent: number;
-  packs: number;
-  unchanged: number;
-  changed: number;
-  warnings: number;
-  warningList: string[];
-  volumes: { name: string; fsType: string | null; label: string | null; mode: 'files' | 'raw'; entries: number }[];
-}
+/** The statistics `backup --json` prints for one VM: the job's result as JSON. */
+export type BackupJson = BackupResult;
 
 /** What a test compares of one entry of a folder tree. */
 export interface TreeEntry {

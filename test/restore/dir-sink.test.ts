@@ -20,36 +20,12 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { DirSink, TMP_PREFIX } from '../../agent/restore/dir-sink.js';
 import type { ContentSource, RestoreItem, RestoreReport } from '../../agent/restore/sink.js';
 import { isVdbakError } from '../../parsers/errors.js';
+import { contentOf, item, T0 } from './sink-helpers.js';
 
-const T0 = 1_700_000_000_123_456_789n; // ns: a time with every digit significant
 const AS_ROOT = process.getuid?.() === 0;
 /** fs.utimes takes seconds as a double and sets times to the microsecond. */
 const TIME_SLACK_NS = 1_000n;
 
-function item(path: string, type: RestoreItem['type'], over: Partial<RestoreItem> = {}): RestoreItem {
-  return {
-    path,
-    type,
-    size: 0,
-    mode: type === 'dir' ? 0o755 : 0o644,
-    uid: 0,
-    gid: 0,
-    mtimeNs: T0,
-    atimeNs: T0,
-    ...over,
-  };
-}
-
-/** Content from a table: main stream under '', named streams under their name, split in small chunks. */
-function contentOf(streams: Record<string, string | Buffer>): ContentSource {
-  return (stream?: string) =>
-    (async function* () {
-      const data = streams[stream ?? ''];
-      if (data === undefined) throw new Error(`no stream ${stream}`);
-      const buf = Buffer.from(data);
-      for (let off = 0; off < buf.length; off += 3) yield buf.subarray(off, off + 3);
-    })();
-}
 const NONE: ContentSource = () =>
   (async function* () {
     // nothing

@@ -21,33 +21,8 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { ContentSource, RestoreItem, RestoreReport } from '../../agent/restore/sink.js';
 import { TarSink } from '../../agent/restore/tar-sink.js';
 import { isVdbakError } from '../../parsers/errors.js';
+import { contentOf, item, T0 } from './sink-helpers.js';
 
-const T0 = 1_700_000_000_123_456_789n;
-const CHUNK = 3;
-
-function item(path: string, type: RestoreItem['type'], over: Partial<RestoreItem> = {}): RestoreItem {
-  return {
-    path,
-    type,
-    size: 0,
-    mode: type === 'dir' ? 0o755 : 0o644,
-    uid: 0,
-    gid: 0,
-    mtimeNs: T0,
-    atimeNs: T0,
-    ...over,
-  };
-}
-
-function contentOf(streams: Record<string, string | Buffer>): ContentSource {
-  return (stream?: string) =>
-    (async function* () {
-      const data = streams[stream ?? ''];
-      if (data === undefined) throw new Error(`no stream ${stream}`);
-      const buf = Buffer.from(data);
-      for (let off = 0; off < buf.length; off += CHUNK) yield buf.subarray(off, off + CHUNK);
-    })();
-}
 const NONE: ContentSource = () =>
   (async function* () {
     // nothing

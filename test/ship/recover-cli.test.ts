@@ -236,7 +236,7 @@ describe('vdbak ship-catalog and recover', () => {
         expect(packObjectName(fin.id)).not.toBe(p.name);
         const name = packObjectName(fin.id);
         await r.target.put(name, fin.bytes);
-        r.catalog.replacePackChunks(p.id, { name, size: fin.bytes.length, entries: fin.entries });
+        r.catalog.replacePackChunks([p.id], { name, size: fin.bytes.length, entries: fin.entries });
         await r.target.delete(p.name);
         moved.push(p.name);
       }

@@ -149,7 +149,7 @@ function openExtent(line: ExtentLine, dir: string, image: string): ExtentReader 
  * a Windows "C:\\…" path) that does not exist here falls back to its base name
  * in the child's folder, where copied or mounted snapshots keep their parents.
  */
-function resolveParent(hint: string, childPath: string): string {
+export function resolveParent(hint: string, childPath: string): string {
   const dir = dirname(childPath);
   const windowsAbsolute = /^[A-Za-z]:[\\/]/.test(hint) || hint.startsWith('\\');
   const portable = hint.replace(/\\/g, '/');
