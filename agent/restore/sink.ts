@@ -8,21 +8,15 @@
  * stream), with a typed error.
  */
 import { errorsFor, type Errors } from '../../parsers/errors.js';
-import type { EntryType, NamedStream, Xattr } from '../../parsers/fs/types.js';
+import type { FsEntry } from '../../parsers/fs/types.js';
 
-export interface RestoreItem {
+/** What a sink writes of one entry: the guest's own fields (parsers/fs/types.ts FsEntry) under a relative path. */
+export interface RestoreItem extends Pick<
+  FsEntry,
+  'type' | 'size' | 'mode' | 'uid' | 'gid' | 'mtimeNs' | 'atimeNs' | 'linkTarget' | 'streams' | 'xattrs'
+> {
   /** Path relative to the restore root, '/'-separated, components exactly as the guest named them (hostile). */
   path: string;
-  type: EntryType;
-  size: number;
-  mode: number;
-  uid: number;
-  gid: number;
-  mtimeNs: bigint;
-  atimeNs: bigint;
-  linkTarget?: string;
-  streams?: NamedStream[];
-  xattrs?: Xattr[];
 }
 
 /** Content of the main stream (stream undefined) or of a named stream; chunks are already hash-verified by the engine. */
