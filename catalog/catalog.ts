@@ -9,7 +9,7 @@
  * on complete backups), and `reapDeadBackups` removes them if the writer died.
  */
 import Database from 'better-sqlite3';
-import { SCHEMA_SQL, SCHEMA_VERSION } from './schema.js';
+import { MIGRATIONS, SCHEMA_SQL, SCHEMA_VERSION } from './schema.js';
 import {
   decodeHashes,
   decodeRuns,
@@ -176,11 +176,18 @@ export class Catalog {
       }
       db.transaction(() => {
         db.exec(SCHEMA_SQL);
+        for (const step of MIGRATIONS) db.exec(step);
         db.pragma(`user_version = ${SCHEMA_VERSION}`);
       })();
     } else if (version > SCHEMA_VERSION) {
       db.close();
       throw new CatalogFormatError(`${path} has schema ${version}; this vdbak knows up to ${SCHEMA_VERSION}`);
+    } else if (version < SCHEMA_VERSION && !opts.readonly) {
+      // An older catalog is upgraded in one transaction the first time a writer opens it.
+      db.transaction(() => {
+        for (let v = version; v < SCHEMA_VERSION; v++) db.exec(MIGRATIONS[v - 1] ?? '');
+        db.pragma(`user_version = ${SCHEMA_VERSION}`);
+      })();
     }
     return cat;
   }

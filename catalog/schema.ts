@@ -19,7 +19,7 @@
  * coordinates, so a disk can be rebuilt from file chunks plus non-file regions.
  */
 
-export const SCHEMA_VERSION = 1;
+export const SCHEMA_VERSION = 2;
 
 export const SCHEMA_SQL = `
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
@@ -141,3 +141,59 @@ CREATE TABLE chunks (
 ) STRICT, WITHOUT ROWID;
 CREATE INDEX chunks_pack ON chunks(pack_id);
 `;
+
+/**
+ * Schema 2: the daemon's state lives in the catalog too, so it is shipped with
+ * it and survives a lost controller.
+ * - vms: where discovery last saw a VM (datastore, path) and when it vanished
+ *   (NULL while present); a VM is tracked by identity, never by path.
+ * - jobs: the persistent job queue (restores first, then backups, then
+ *   maintenance); params/progress/result are JSON.
+ * - schedule_runs: the last time each schedule fired, for catch-up after downtime.
+ * - protection_groups / recovery_plans: issue 7 (definitions as JSON).
+ */
+export const MIGRATE_1_TO_2_SQL = `
+ALTER TABLE vms ADD COLUMN datastore TEXT;
+ALTER TABLE vms ADD COLUMN vanished_ms INTEGER;
+
+CREATE TABLE jobs (
+  id INTEGER PRIMARY KEY,
+  kind TEXT NOT NULL,
+  priority INTEGER NOT NULL,
+  state TEXT NOT NULL CHECK (state IN ('queued', 'running', 'done', 'failed', 'cancelled')),
+  params TEXT NOT NULL,
+  origin TEXT NOT NULL,
+  created_ms INTEGER NOT NULL,
+  started_ms INTEGER,
+  finished_ms INTEGER,
+  attempts INTEGER NOT NULL DEFAULT 0,
+  cancel_requested INTEGER NOT NULL DEFAULT 0,
+  progress TEXT,
+  result TEXT,
+  error TEXT,
+  pid INTEGER,
+  host TEXT
+) STRICT;
+CREATE INDEX jobs_queue ON jobs(state, priority, id);
+
+CREATE TABLE schedule_runs (
+  name TEXT PRIMARY KEY,
+  last_fire_ms INTEGER NOT NULL,
+  last_job_id INTEGER
+) STRICT;
+
+CREATE TABLE protection_groups (
+  name TEXT PRIMARY KEY,
+  definition TEXT NOT NULL,
+  updated_ms INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE recovery_plans (
+  name TEXT PRIMARY KEY,
+  definition TEXT NOT NULL,
+  updated_ms INTEGER NOT NULL
+) STRICT;
+`;
+
+/** Upgrades by one version each: MIGRATIONS[v - 1] takes schema v to v + 1. */
+export const MIGRATIONS: readonly string[] = [MIGRATE_1_TO_2_SQL];
