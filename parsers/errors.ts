@@ -30,7 +30,8 @@ export type Layer =
   | 'catalog'
   | 'restore'
   | 'pack'
-  | 'target';
+  | 'target'
+  | 'job';
 
 /** Where an error happened: enough to find the bytes again. */
 export interface ErrorContext {
@@ -49,7 +50,14 @@ export interface ErrorDetails {
 }
 
 export type ErrorKind =
-  'CorruptError' | 'TruncatedError' | 'UnsupportedError' | 'LimitError' | 'ChainError' | 'NotFoundError' | 'IoError';
+  | 'CorruptError'
+  | 'TruncatedError'
+  | 'UnsupportedError'
+  | 'LimitError'
+  | 'ChainError'
+  | 'NotFoundError'
+  | 'IoError'
+  | 'CancelledError';
 
 export interface SerializedError {
   kind: ErrorKind;
@@ -129,6 +137,12 @@ export class IoError extends VdbakError {
   override name = 'IoError';
 }
 
+/** Work stopped because it was asked to (job cancel, daemon shutdown); nothing is damaged. */
+export class CancelledError extends VdbakError {
+  readonly kind = 'CancelledError' as const;
+  override name = 'CancelledError';
+}
+
 const KINDS = {
   CorruptError,
   TruncatedError,
@@ -137,6 +151,7 @@ const KINDS = {
   ChainError,
   NotFoundError,
   IoError,
+  CancelledError,
 } as const;
 
 /** Rebuilds a typed error on the other side of a worker boundary. */
@@ -165,6 +180,7 @@ export function errorsFor(ctx: ErrorContext) {
     chain: (code: string, msg: string, d?: ErrorDetails) => new ChainError(ctx, code, msg, d),
     notFound: (code: string, msg: string, d?: ErrorDetails) => new NotFoundError(ctx, code, msg, d),
     io: (code: string, msg: string, d?: ErrorDetails) => new IoError(ctx, code, msg, d),
+    cancelled: (code: string, msg: string, d?: ErrorDetails) => new CancelledError(ctx, code, msg, d),
   };
 }
 export type Errors = ReturnType<typeof errorsFor>;

@@ -18,7 +18,7 @@ import { hostname } from 'node:os';
 import type { Catalog } from '../../catalog/catalog.js';
 import type { RunRecord, StreamRecord, VersionRecord } from '../../catalog/records.js';
 import { sameContent } from '../../catalog/records.js';
-import { isVdbakError, type SerializedError } from '../../parsers/errors.js';
+import { errorsFor, isVdbakError, type SerializedError } from '../../parsers/errors.js';
 import type { DataRun, FsEntry } from '../../parsers/fs/types.js';
 import { type EncodedChunk } from '../../transport/codec.js';
 import { packObjectName, PackWriter } from '../../transport/pack.js';
@@ -92,6 +92,8 @@ export interface BackupOptions {
   parentRoots?: string[];
   /** The throttle's shared token bucket (ThrottleLoop.bucket.buffer): the workers' reads take tokens from it. */
   throttle?: SharedArrayBuffer;
+  /** Aborting stops the backup at the next entry or task (a CancelledError); the backup is marked failed, nothing stored is lost. */
+  signal?: AbortSignal;
   /** Test hook: called at the crash-relevant steps (crash tests kill the process there). */
   hook?: (step: BackupStep) => void;
 }
@@ -366,6 +368,7 @@ class BackupRun {
       remaining: segs.length,
     };
     for (const [s, ranges2] of segs.entries()) {
+      this.check();
       const key = this.nextKey++;
       this.pieces.set(key, { file, part: 0, seg: s });
       await this.addItem(
@@ -380,6 +383,10 @@ class BackupRun {
 
   private check(): void {
     if (this.failure) throw this.failure;
+    if (this.opts.signal?.aborted) {
+      const why = this.opts.signal.reason instanceof Error ? this.opts.signal.reason.message : 'cancelled';
+      throw errorsFor({ image: `backup ${this.backupId}`, layer: 'job' }).cancelled('BACKUP_CANCELLED', why);
+    }
   }
 
   private async addItem(base: Omit<ReadTask, 'items'>, item: TaskItem, bytes: number): Promise<void> {
