@@ -13,6 +13,7 @@ import { move, transferableSymbol, valueSymbol } from 'piscina';
 import { type ChunkSizes, ContentChunker } from '../chunk/fastcdc.js';
 import { encodeChunk, type EncodedChunk } from '../../transport/codec.js';
 import { errorsFor, isVdbakError, type SerializedError } from '../../parsers/errors.js';
+import type { BlockDevice } from '../../parsers/blockdevice.js';
 import type { OpenOptions } from '../../parsers/disk/types.js';
 import type { FsEntry } from '../../parsers/fs/types.js';
 import { type DiskStack, openStack } from '../stack.js';
@@ -22,6 +23,12 @@ import { BucketSlot, throttleDisk } from '../throttle/device.js';
 const READ_BLOCK = 4 * 1024 * 1024;
 /** Disks a worker keeps open between tasks. */
 const MAX_OPEN_DISKS = 4;
+/**
+ * `ReadTask.volumeIndex` for ranges in disk coordinates: the regions no file
+ * covers (partition tables, boot code, filesystem metadata) are read from the
+ * whole disk image, not from inside a volume.
+ */
+export const WHOLE_DISK = -1;
 
 export type TaskItem =
   | {
@@ -37,7 +44,7 @@ export type TaskItem =
   | {
       kind: 'raw';
       key: number;
-      /** Volume byte ranges, read one after the other as one stream. */
+      /** Volume (or, for WHOLE_DISK, disk) byte ranges, read one after the other as one stream. */
       ranges: { offset: number; length: number }[];
     };
 
@@ -46,6 +53,7 @@ export interface ReadTask {
   throttle?: SharedArrayBuffer;
   image: string;
   openOptions: OpenOptions;
+  /** The volume the items read from, or WHOLE_DISK: 'raw' ranges are then disk offsets. */
   volumeIndex: number;
   catalogPath: string;
   chunkSizes: ChunkSizes;
@@ -106,6 +114,30 @@ function serialize(e: unknown, image: string): SerializedError {
     .toJSON();
 }
 
+function volumeGone(task: ReadTask): Error {
+  return errorsFor({ image: task.image, layer: 'volume' }).notFound(
+    'VOLUME_GONE',
+    `volume ${task.volumeIndex} is no longer in the disk`,
+  );
+}
+
+/** A range past the device's end is the caller's bug or a disk that shrank: an error, not a short read. */
+function checkRange(task: ReadTask, device: BlockDevice, r: { offset: number; length: number }): void {
+  const ok =
+    Number.isSafeInteger(r.offset) &&
+    Number.isSafeInteger(r.length) &&
+    r.offset >= 0 &&
+    r.length >= 0 &&
+    r.offset + r.length <= device.size;
+  if (!ok) {
+    throw errorsFor({ image: device.name, layer: task.volumeIndex === WHOLE_DISK ? 'disk' : 'volume' }).corrupt(
+      'RANGE_OUTSIDE',
+      `range ${r.offset}+${r.length} lies outside the ${device.size}-byte device`,
+      { offset: r.offset },
+    );
+  }
+}
+
 function processItem(task: ReadTask, stack: DiskStack, item: TaskItem, seen: Set<string>): ItemResult {
   const result: ItemResult = { key: item.key, chunks: [], encoded: [], bytesRead: 0 };
   const chunker = new ContentChunker(task.chunkSizes);
@@ -117,15 +149,11 @@ function processItem(task: ReadTask, stack: DiskStack, item: TaskItem, seen: Set
       result.encoded.push(encodeChunk(c, { level: task.zstdLevel }));
     }
   };
-  const vol = stack.volumes.find((v) => v.volume.index === task.volumeIndex);
+  const whole = task.volumeIndex === WHOLE_DISK;
+  const vol = whole ? undefined : stack.volumes.find((v) => v.volume.index === task.volumeIndex);
   try {
-    if (!vol) {
-      throw errorsFor({ image: task.image, layer: 'volume' }).notFound(
-        'VOLUME_GONE',
-        `volume ${task.volumeIndex} is no longer in the disk`,
-      );
-    }
     if (item.kind === 'file') {
+      if (!vol) throw volumeGone(task);
       if (!vol.fs)
         throw errorsFor({ image: vol.device.name, layer: 'fs' }).notFound('FS_GONE', 'filesystem did not open');
       for (let off = item.start; off < item.end; off += READ_BLOCK) {
@@ -135,10 +163,13 @@ function processItem(task: ReadTask, stack: DiskStack, item: TaskItem, seen: Set
         take(chunker.push(buf));
       }
     } else {
+      const device = whole ? stack.disk : vol?.device;
+      if (!device) throw volumeGone(task);
       for (const r of item.ranges) {
+        checkRange(task, device, r);
         for (let off = r.offset; off < r.offset + r.length; off += READ_BLOCK) {
           const len = Math.min(READ_BLOCK, r.offset + r.length - off);
-          const buf = vol.device.read(off, len);
+          const buf = device.read(off, len);
           result.bytesRead += buf.length;
           take(chunker.push(buf));
         }
