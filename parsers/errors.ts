@@ -31,7 +31,8 @@ export type Layer =
   | 'restore'
   | 'pack'
   | 'target'
-  | 'job';
+  | 'job'
+  | 'config';
 
 /** Where an error happened: enough to find the bytes again. */
 export interface ErrorContext {
