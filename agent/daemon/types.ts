@@ -7,12 +7,14 @@ import type { DaemonConfig, ScheduleKind } from '../config/types.js';
 import type { Repo } from '../repo.js';
 import type { ThrottleStatus } from '../throttle/loop.js';
 
-export type JobKind = 'restore' | 'backup' | 'ship' | 'forget' | 'prune' | 'check';
+export type JobKind = 'restore' | 'restore-vm' | 'plan' | 'backup' | 'ship' | 'forget' | 'prune' | 'check';
 export type JobState = 'queued' | 'running' | 'done' | 'failed' | 'cancelled';
 
 /** Lower runs first: restores, then backups, then maintenance. */
 export const JOB_PRIORITY: Readonly<Record<JobKind, number>> = {
   restore: 0,
+  'restore-vm': 0,
+  plan: 0,
   backup: 1,
   ship: 2,
   forget: 2,
@@ -33,6 +35,22 @@ export interface RestoreJobParams {
   to: string;
   overwrite?: boolean;
 }
+/** Whole-VM restore (issue 7): rebuilt disks + patched config files into `to` (inside a restore root). */
+export interface RestoreVmJobParams {
+  backup: string;
+  to: string;
+  name?: string;
+  format?: 'vmdk-sparse' | 'vmdk-flat' | 'qcow2' | 'raw';
+  datastoreMap?: { from: string; to: string }[];
+  keepIdentity?: boolean;
+}
+/** Runs a recovery plan (issue 7 §4) into `to` (inside a restore root). */
+export interface PlanJobParams {
+  plan: string;
+  to: string;
+  format?: 'vmdk-sparse' | 'vmdk-flat' | 'qcow2' | 'raw';
+  datastoreMap?: { from: string; to: string }[];
+}
 export interface CheckJobParams {
   readData?: boolean;
 }
@@ -41,7 +59,14 @@ export interface ForgetJobParams {
   vm?: string;
   prune?: boolean;
 }
-export type JobParams = BackupJobParams | RestoreJobParams | CheckJobParams | ForgetJobParams | Record<string, never>;
+export type JobParams =
+  | BackupJobParams
+  | RestoreJobParams
+  | RestoreVmJobParams
+  | PlanJobParams
+  | CheckJobParams
+  | ForgetJobParams
+  | Record<string, never>;
 
 export interface JobProgress {
   /** What the job is doing now, in words. */
