@@ -14,7 +14,7 @@
  * `problems` and the walk goes on; damage that makes the whole filesystem
  * unreadable throws a typed error from `open`.
  */
-import type { BlockDevice } from '../blockdevice.js';
+import type { BlockDevice, ByteRange } from '../blockdevice.js';
 import type { SerializedError } from '../errors.js';
 
 export type EntryType = 'file' | 'dir' | 'symlink' | 'chardev' | 'blockdev' | 'fifo' | 'socket' | 'other';
@@ -109,6 +109,14 @@ export interface FileSystem {
   read(entry: FsEntry, offset: number, length: number, stream?: string): Buffer;
   /** Damage recorded so far. */
   readonly problems: FsProblem[];
+  /**
+   * The byte ranges the filesystem's own allocation bitmap marks in use
+   * (volume coordinates, sorted, merged, inside [0, info().totalBytes)),
+   * produced piece by piece so a 2 TiB volume never sits in memory. What it
+   * does not yield is free space. A filesystem without it: nothing is known
+   * to be free.
+   */
+  allocated?(): Iterable<ByteRange>;
   close(): void;
 }
 

@@ -21,9 +21,10 @@
  * file); `runs()` of an inline file or a fast symlink is empty, their bytes
  * live inside the inode.
  */
-import type { BlockDevice } from '../../blockdevice.js';
+import type { BlockDevice, ByteRange } from '../../blockdevice.js';
 import { type Errors, errorsFor, isVdbakError, type VdbakError } from '../../errors.js';
 import type { DataRun, FileSystem, FsEntry, FsInfo, FsProblem, Xattr } from '../types.js';
+import { extAllocated } from './bitmap.js';
 import { blockMapRuns } from './blockmap.js';
 import { DirList, FT_DIR, NameSet, parseDirBlock } from './dir.js';
 import { extentRuns } from './extents.js';
@@ -435,6 +436,11 @@ export class ExtFileSystem implements FileSystem {
       return Buffer.from(inode.block.subarray(offset, offset + n));
     }
     return this.readData(this.runs(entry), offset, n);
+  }
+
+  /** Used blocks from the block bitmaps (bitmap.ts). */
+  allocated(): Iterable<ByteRange> {
+    return extAllocated(this.dev, this.sb, this.groups, this.err);
   }
 
   close(): void {
