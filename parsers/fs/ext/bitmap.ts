@@ -81,6 +81,11 @@ export function* extAllocated(dev: BlockDevice, sb: Superblock, groups: GroupTab
   let g = 0;
   while (g < sb.groupCount) {
     const start = groupStart(g);
+    if (start * bs >= dev.size) {
+      // a filesystem longer than its volume: what lies past the end cannot be read, let alone be free
+      push(start * bs, fsEnd);
+      break;
+    }
     if (!usable(g)) {
       push(start * bs, (start + sb.blocksPerGroup) * bs);
       g++;
@@ -118,6 +123,7 @@ export function* extAllocated(dev: BlockDevice, sb: Superblock, groups: GroupTab
       out.length = 0;
     }
   }
+  yield* out;
   if (pending) yield pending;
 }
 

@@ -23,7 +23,7 @@
  * - runs() of a compressed or resident stream is [] (no byte-for-byte
  *   mapping to the volume exists); read() decompresses.
  */
-import type { BlockDevice } from '../../blockdevice.js';
+import type { BlockDevice, ByteRange } from '../../blockdevice.js';
 import { assertLayout, checkCount, checkRange, isPowerOfTwo } from '../../bytes.js';
 import { type Errors, errorsFor, isVdbakError } from '../../errors.js';
 import type { DataRun, EntryType, FileSystem, FsEntry, FsInfo, FsProblem, NamedStream } from '../types.js';
@@ -36,6 +36,7 @@ import {
   parseAttributes,
 } from './attribute.js';
 import { parseAttributeList } from './attrlist.js';
+import { ntfsAllocated } from './bitmap.js';
 import { type BootSector, MAX_RECORD_SIZE, MIN_RECORD_SIZE, readBootSector } from './boot.js';
 import { I30, type IndexEntry, type IndexNode, parseIndexRecord, parseIndexRoot } from './dirindex.js';
 import { FILENAME, type FileName, Namespace, parseFileName } from './filename.js';
@@ -749,6 +750,14 @@ export class NtfsFileSystem implements FileSystem {
         problems: this.problems.length,
       },
     };
+  }
+
+  /** Used clusters from $Bitmap (bitmap.ts). */
+  allocated(): Iterable<ByteRange> {
+    const rec = this.mft.load(BITMAP_RECORD);
+    const pieces = this.attributes(BITMAP_RECORD, rec).filter((a) => a.type === AttrType.Data && a.name === '');
+    const stream = buildStream(pieces, this.boot, this.err, BITMAP_RECORD);
+    return ntfsAllocated(new StreamReader(this.dev, this.boot, this.err, stream), this.boot, this.dev.size);
   }
 
   /** Set bits of $Bitmap, read in 1 MiB pieces. */
