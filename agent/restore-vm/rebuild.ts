@@ -1,0 +1,333 @@
+/**
+ * Rebuilds one disk of a backup from what the backup stored (issue 7 §2):
+ * - the disk's regions (pseudo-volume `d<N>`, `/regions.raw`): partition
+ *   tables, boot code, filesystem metadata, every allocated byte that is not
+ *   file content;
+ * - each file's content, put back at its data runs (volume offset + run);
+ * - volumes kept raw (`/dXpY/volume.raw`): their allocated bytes.
+ * Free space, holes and unwritten extents are never written: the output
+ * keeps them as holes.
+ *
+ * First a plan walks the catalog without reading any content: it checks every
+ * run against its volume and the disk, and that no two sources claim the same
+ * disk bytes (an overlap is an error in the backup, reported before anything
+ * is written). Then the content streams through verified chunks, a chunk at a
+ * time: memory does not grow with a file or a disk.
+ *
+ * A backup made before regions existed has only file contents: the disk is
+ * rebuilt as far as it goes and reported incomplete, never as complete.
+ */
+import type { BackupRow, BackupVolumeRow, Catalog } from '../../catalog/catalog.js';
+import type { RunRecord, VersionRow } from '../../catalog/records.js';
+import { errorsFor } from '../../parsers/errors.js';
+import type { Target } from '../../transport/targets/types.js';
+import { RAW_VOLUME_PATH } from '../backup/job.js';
+import { ChunkStore, versionContent } from '../restore/chunks.js';
+import { Extents } from './extents.js';
+import { type Piece, type PlaceCounters, placeStream } from './place.js';
+import type { DiskWriter } from './writers/types.js';
+
+/** The regions pseudo-volume's part_index and fs_type, and its one version's path. */
+export const REGIONS_PART_INDEX = -1;
+export const REGIONS_FS_TYPE = 'regions';
+export const REGIONS_PATH = '/regions.raw';
+/** Example paths kept per kind of note (the counts are exact). */
+const MAX_EXAMPLES = 5;
+
+export interface RebuildProgress {
+  bytesDone: number;
+  bytesTotal: number;
+  current: string;
+}
+
+export interface DiskPlan {
+  diskIndex: number;
+  slot: string;
+  /** The source disk (the leaf of its snapshot chain) at backup time. */
+  imagePath: string;
+  sourceFormat: string;
+  size: number;
+  /** Stored bytes the rebuild places (zero blocks among them are skipped when written). */
+  bytes: number;
+  regions: boolean;
+  regionBytes: number;
+  files: number;
+  fileBytes: number;
+  rawVolumes: number;
+  rawBytes: number;
+  /** True only when every allocated byte of the source disk was stored. */
+  complete: boolean;
+  /** Why not, one sentence each. */
+  incomplete: string[];
+}
+
+export interface RebuildReport extends DiskPlan {
+  /** Bytes written (zero blocks skipped). */
+  written: number;
+}
+
+type Source =
+  | { kind: 'regions'; vol: BackupVolumeRow; version: VersionRow; pieces: Piece[]; stored: number }
+  | { kind: 'raw'; vol: BackupVolumeRow; version: VersionRow; pieces: Piece[]; stored: number }
+  | { kind: 'files'; vol: BackupVolumeRow };
+
+function diskErrors(backup: BackupRow, diskIndex: number) {
+  return errorsFor({ image: `backup ${backup.id} (${backup.vmName}) disk ${diskIndex}`, layer: 'restore' });
+}
+
+/**
+ * Pieces of a stored stream that is its runs' bytes one after the other
+ * (regions, raw volumes): run k's bytes follow run k-1's in the stream.
+ */
+function packedPieces(
+  runs: readonly RunRecord[],
+  base: number,
+  limit: number,
+  what: string,
+  err: ReturnType<typeof diskErrors>,
+): { pieces: Piece[]; stored: number } {
+  const pieces: Piece[] = [];
+  let stored = 0;
+  for (const r of runs) {
+    if (r.volumeOffset === null || r.length <= 0) continue;
+    if (r.volumeOffset < 0 || r.volumeOffset + r.length > limit) {
+      throw err.corrupt(
+        'REBUILD_RUN_OUTSIDE',
+        `${what}: a run of ${r.length} bytes at ${r.volumeOffset} falls outside its ${limit}-byte extent`,
+        { offset: r.volumeOffset },
+      );
+    }
+    pieces.push({ streamOffset: stored, diskOffset: base + r.volumeOffset, length: r.length });
+    stored += r.length;
+  }
+  return { pieces, stored };
+}
+
+/** Where a file's content goes: its written runs, cut at the file's size, in file order. */
+export function filePieces(v: VersionRow, vol: BackupVolumeRow, err: ReturnType<typeof diskErrors>): Piece[] {
+  const runs = (v.runs ?? [])
+    .filter((r) => r.volumeOffset !== null && !r.unwritten && r.length > 0 && r.fileOffset < v.size)
+    .sort((a, b) => a.fileOffset - b.fileOffset);
+  const what = `/${vol.name}${v.path}`;
+  const pieces: Piece[] = [];
+  let end = 0;
+  for (const r of runs) {
+    const length = Math.min(r.length, v.size - r.fileOffset);
+    const vo = r.volumeOffset!;
+    if (r.fileOffset < end) {
+      throw err.corrupt('REBUILD_RUNS_OVERLAP', `${what}: two runs claim file offset ${r.fileOffset}`, {
+        offset: r.fileOffset,
+      });
+    }
+    if (vo < 0 || vo + length > vol.length) {
+      throw err.corrupt(
+        'REBUILD_RUN_OUTSIDE',
+        `${what}: a run of ${length} bytes at volume offset ${vo} falls outside the ${vol.length}-byte volume`,
+        { offset: vo },
+      );
+    }
+    pieces.push({ streamOffset: r.fileOffset, diskOffset: vol.offset + vo, length });
+    end = r.fileOffset + length;
+  }
+  return pieces;
+}
+
+/** Content that is put back on the disk at its runs (not a raw volume, not bytes kept in the regions). */
+function placesContent(v: VersionRow): boolean {
+  return v.type === 'file' && !v.meta?.rawVolume && !v.meta?.diskRegions && !v.meta?.contentNotOnDisk;
+}
+
+/**
+ * Walks one files-volume: yields the versions whose content goes on the disk,
+ * once per file (a hard link's other names share its runs).
+ */
+function* placedFiles(cat: Catalog, backup: BackupRow, vol: BackupVolumeRow): Generator<VersionRow> {
+  const seenLinked = new Set<string>();
+  for (const v of cat.walk(backup.id, vol.volumeId, '/')) {
+    if (!placesContent(v) || !v.runs?.length) continue;
+    if (v.nlink > 1) {
+      if (seenLinked.has(v.fsId)) continue;
+      seenLinked.add(v.fsId);
+    }
+    yield v;
+  }
+}
+
+function note(list: string[], text: string): void {
+  list.push(text);
+}
+
+function examples(paths: string[], total: number): string {
+  return `${paths.slice(0, MAX_EXAMPLES).join(', ')}${total > MAX_EXAMPLES ? `, … (${total} in all)` : ''}`;
+}
+
+interface Planned {
+  plan: DiskPlan;
+  sources: Source[];
+}
+
+function planSources(cat: Catalog, backup: BackupRow, diskIndex: number): Planned {
+  const err = diskErrors(backup, diskIndex);
+  const disk = cat.backupDisks(backup.id).find((d) => d.diskIndex === diskIndex);
+  if (!disk || diskIndex < 0) {
+    throw err.notFound('REBUILD_NO_DISK', `backup ${backup.id} has no disk ${diskIndex}`);
+  }
+  const plan: DiskPlan = {
+    diskIndex,
+    slot: disk.slot,
+    imagePath: disk.imagePath,
+    sourceFormat: disk.format,
+    size: disk.size,
+    bytes: 0,
+    regions: false,
+    regionBytes: 0,
+    files: 0,
+    fileBytes: 0,
+    rawVolumes: 0,
+    rawBytes: 0,
+    complete: false,
+    incomplete: [],
+  };
+  const extents = new Extents();
+  const names = new Map<number, string>();
+  const sources: Source[] = [];
+  const unread: string[] = [];
+  let unreadCount = 0;
+  const vols = cat.backupVolumes(backup.id).filter((v) => v.diskIndex === diskIndex);
+  for (const vol of vols) {
+    if (vol.offset < 0 || vol.length < 0 || vol.offset + vol.length > disk.size) {
+      throw err.corrupt(
+        'REBUILD_VOLUME_OUTSIDE',
+        `volume ${vol.name} (${vol.length} bytes at ${vol.offset}) falls outside the ${disk.size}-byte disk`,
+      );
+    }
+    const isRegions = vol.partIndex === REGIONS_PART_INDEX || vol.fsType === REGIONS_FS_TYPE;
+    if (isRegions || vol.mode === 'raw') {
+      const path = isRegions ? REGIONS_PATH : RAW_VOLUME_PATH;
+      const version = cat.lookup(backup.id, vol.volumeId, path);
+      const what = `/${vol.name}${path}`;
+      if (!version || version.meta?.readError) {
+        note(plan.incomplete, `${what} was not stored (${version ? 'unreadable at backup time' : 'missing'})`);
+        continue;
+      }
+      const { pieces, stored } = packedPieces(version.runs ?? [], vol.offset, vol.length, what, err);
+      for (const p of pieces) extents.add(p.diskOffset, p.diskOffset + p.length, version.id);
+      names.set(version.id, what);
+      if (isRegions) {
+        plan.regions = true;
+        plan.regionBytes += stored;
+        sources.unshift({ kind: 'regions', vol, version, pieces, stored });
+      } else {
+        plan.rawVolumes++;
+        plan.rawBytes += stored;
+        sources.push({ kind: 'raw', vol, version, pieces, stored });
+      }
+      continue;
+    }
+    sources.push({ kind: 'files', vol });
+    for (const v of placedFiles(cat, backup, vol)) {
+      const pieces = filePieces(v, vol, err);
+      if (pieces.length === 0) continue;
+      if (v.meta?.readError) {
+        if (unread.length < MAX_EXAMPLES) unread.push(`/${vol.name}${v.path}`);
+        unreadCount++;
+        continue;
+      }
+      plan.files++;
+      for (const p of pieces) {
+        extents.add(p.diskOffset, p.diskOffset + p.length, v.id);
+        plan.fileBytes += p.length;
+      }
+    }
+  }
+  plan.bytes = plan.regionBytes + plan.fileBytes + plan.rawBytes;
+  const overlap = extents.firstOverlap();
+  if (overlap) {
+    const name = (id: number) => names.get(id) ?? findName(cat, backup, vols, id);
+    throw err.corrupt(
+      'REBUILD_OVERLAP',
+      `${name(overlap.a)} and ${name(overlap.b)} both claim disk bytes ${overlap.start}..${overlap.end}: the backup is inconsistent`,
+      { offset: overlap.start },
+    );
+  }
+  if (!plan.regions) {
+    plan.incomplete.unshift(
+      'the backup holds no disk regions (it was made before vdbak kept them): the partition table, boot code and filesystem metadata are missing, only file contents are at their places',
+    );
+  }
+  if (unreadCount > 0) {
+    plan.incomplete.push(`${unreadCount} file(s) could not be read at backup time: ${examples(unread, unreadCount)}`);
+  }
+  plan.complete = plan.incomplete.length === 0;
+  return { plan, sources };
+}
+
+/** The path of a version id (only to name the culprits of an overlap). */
+function findName(cat: Catalog, backup: BackupRow, vols: BackupVolumeRow[], id: number): string {
+  for (const vol of vols) {
+    for (const v of cat.walk(backup.id, vol.volumeId, '/')) if (v.id === id) return `/${vol.name}${v.path}`;
+  }
+  return `version ${id}`;
+}
+
+/** What a rebuild of one disk would write, and whether the result would be complete. Reads no content. */
+export function planDisk(cat: Catalog, backup: BackupRow, diskIndex: number): DiskPlan {
+  return planSources(cat, backup, diskIndex).plan;
+}
+
+/** The disks of a backup a restore rebuilds (the configuration pseudo-disk is not one). */
+export function backupDiskIndexes(cat: Catalog, backup: BackupRow): number[] {
+  return cat
+    .backupDisks(backup.id)
+    .filter((d) => d.diskIndex >= 0)
+    .map((d) => d.diskIndex);
+}
+
+/**
+ * Writes disk `diskIndex` of `backup` through `writer` and finishes it. The
+ * caller aborts the writer when this throws.
+ */
+export async function rebuildDisk(
+  cat: Catalog,
+  target: Target,
+  backup: BackupRow,
+  diskIndex: number,
+  writer: DiskWriter,
+  signal?: AbortSignal,
+  onProgress?: (p: RebuildProgress) => void,
+): Promise<RebuildReport> {
+  const err = diskErrors(backup, diskIndex);
+  const { plan, sources } = planSources(cat, backup, diskIndex);
+  if (writer.size !== plan.size) {
+    throw err.unsupported('REBUILD_SIZE', `the writer is ${writer.size} bytes, the disk ${plan.size}`);
+  }
+  const store = new ChunkStore(cat, target);
+  const counters: PlaceCounters = { bytes: 0, written: 0 };
+  let current = '';
+  const check = () => {
+    if (signal?.aborted) {
+      const why = signal.reason instanceof Error ? signal.reason.message : 'cancelled';
+      throw err.cancelled('RESTORE_CANCELLED', why);
+    }
+    onProgress?.({ bytesDone: counters.bytes, bytesTotal: plan.bytes, current });
+  };
+  for (const s of sources) {
+    check();
+    if (s.kind !== 'files') {
+      current = `/${s.vol.name}${s.version.path}`;
+      await placeStream(store.stream(s.version.chunks ?? []), s.pieces, writer, counters, current, check, s.stored);
+      continue;
+    }
+    for (const v of placedFiles(cat, backup, s.vol)) {
+      if (v.meta?.readError) continue;
+      const pieces = filePieces(v, s.vol, err);
+      if (pieces.length === 0) continue;
+      current = `/${s.vol.name}${v.path}`;
+      check();
+      await placeStream(versionContent(store, v), pieces, writer, counters, current, check);
+    }
+  }
+  check();
+  await writer.finish();
+  return { ...plan, written: counters.written };
+}
