@@ -1,0 +1,97 @@
+/**
+ * Maintenance jobs: check (its own read-only connection, like a restore),
+ * forget by the config's retention policy (then prune if asked), prune.
+ */
+import { checkRepo, type CheckReport } from '../../maint/check.js';
+import { pruneRepo, type PruneReport } from '../../maint/prune.js';
+import { openRepo } from '../../repo.js';
+import { applyRetention } from '../../retention.js';
+import type { CheckJobParams, ForgetJobParams } from '../types.js';
+import { type Executor, jobErrors, throwIfCancelled } from './context.js';
+
+/** A check that finds errors fails the job; its report stays in the job's result. */
+export class CheckFailedError extends Error {
+  readonly code = 'CHECK_ERRORS';
+  constructor(readonly report: CheckReport) {
+    super(`check found ${report.errors.length} error(s): ${report.errors.slice(0, 3).join('; ')}`);
+  }
+}
+
+export const runCheck: Executor = async (ctx): Promise<CheckReport> => {
+  const p = ctx.job.params as CheckJobParams;
+  const repo = openRepo(ctx.repo.root, { readonly: true, target: ctx.repo.target });
+  try {
+    const report = await checkRepo(repo, {
+      readData: p.readData ?? false,
+      onProgress: (pr) => {
+        // the check loop calls this between packs: the place to stop
+        throwIfCancelled(ctx);
+        ctx.progress({
+          phase: 'checking packs',
+          bytesDone: pr.bytesRead,
+          files: pr.packsDone,
+          current: `${pr.packsDone}/${pr.packs} packs`,
+        });
+      },
+    });
+    ctx.log.info(
+      {
+        packs: report.packs,
+        chunks: report.chunks,
+        errors: report.errors.length,
+        damaged: report.damaged.length,
+        orphanPacks: report.orphanPacks.length,
+      },
+      report.ok ? 'check passed' : 'check found errors',
+    );
+    if (!report.ok) throw new CheckFailedError(report);
+    return report;
+  } finally {
+    repo.close();
+  }
+};
+
+export interface ForgetResult {
+  vms: { vm: string; keep: { id: number; reasons: string[] }[]; remove: number[] }[];
+  versionsRemoved: number;
+  prune?: PruneReport;
+}
+
+export const runForget: Executor = async (ctx): Promise<ForgetResult> => {
+  const p = ctx.job.params as ForgetJobParams;
+  const cat = ctx.repo.catalog;
+  let vms = cat.vms();
+  if (p.vm !== undefined) {
+    vms = cat.findVms(p.vm);
+    if (vms.length === 0) throw jobErrors(ctx.job).notFound('VM_NOT_FOUND', `no VM named '${p.vm}' in the catalog`);
+  }
+  const out: ForgetResult = { vms: [], versionsRemoved: 0 };
+  for (const vm of vms) {
+    throwIfCancelled(ctx);
+    const list = cat.backups({ vmId: vm.id });
+    if (list.length === 0) continue;
+    const d = applyRetention(
+      list.map((b) => ({ id: b.id, time: new Date(b.startedMs) })),
+      ctx.config.retention,
+    );
+    out.vms.push({ vm: vm.name, ...d });
+  }
+  const remove = out.vms.flatMap((r) => r.remove);
+  if (remove.length) out.versionsRemoved = cat.forgetBackups(remove).versionsRemoved;
+  ctx.log.info({ removed: remove, versionsRemoved: out.versionsRemoved }, 'forget done');
+  if (p.prune) out.prune = await prune(ctx);
+  return out;
+};
+
+async function prune(ctx: Parameters<Executor>[0]): Promise<PruneReport> {
+  throwIfCancelled(ctx);
+  ctx.progress({ phase: 'pruning', bytesDone: 0 });
+  const r = await pruneRepo(ctx.repo);
+  ctx.log.info(
+    { bytesFreed: r.bytesFreed, packsDeleted: r.packsDeleted, packsRewritten: r.packsRewritten },
+    'prune done',
+  );
+  return r;
+}
+
+export const runPrune: Executor = (ctx) => prune(ctx);
