@@ -1,35 +1,24 @@
 /**
  * Browsing and restoring from the repository: ls, cat, find, versions, restore.
  * They only read the catalog (and, for content, the target): no lock, no VM,
- * no disk image needed.
+ * no disk image needed. The queries live in agent/browse/, shared with the
+ * HTTP API; this file parses arguments and prints.
  */
 import { createWriteStream, existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import type { Catalog } from '../../catalog/catalog.js';
 import type { VersionRow } from '../../catalog/records.js';
 import { errorsFor } from '../../parsers/errors.js';
-import { resolveBackup, resolvePath, splitUserPath, volumeTitle } from '../browse/refs.js';
+import { resolveContent } from '../browse/content.js';
+import { BadQueryError } from '../browse/errors.js';
+import { resolveBackup, volumeTitle } from '../browse/refs.js';
+import { searchHitJson, searchVersions } from '../browse/search.js';
+import { treeRowJson, treeRows } from '../browse/tree.js';
+import { pathVersionJson, pathVersions } from '../browse/versions.js';
 import { humanBytes, isoNs, modeString } from '../format.js';
 import { openRepo, repoPath, type Repo } from '../repo.js';
 import { ChunkStore, versionContent } from '../restore/chunks.js';
 import { writeOut } from '../stdout.js';
 import { UsageError } from './usage.js';
-
-function versionJson(v: VersionRow, path: string): Record<string, unknown> {
-  return {
-    path,
-    type: v.type,
-    size: v.size,
-    mode: v.mode,
-    uid: v.uid,
-    gid: v.gid,
-    mtime: isoNs(v.mtimeNs),
-    ...(v.linkTarget !== undefined ? { linkTarget: v.linkTarget } : {}),
-    ...(v.streams?.length ? { streams: v.streams.map((s) => ({ name: s.name, size: s.size })) } : {}),
-    ...(v.meta && Object.keys(v.meta).length ? { meta: v.meta } : {}),
-    firstBackup: v.firstBackup,
-  };
-}
 
 function withRepo<T>(flag: string | undefined, fn: (r: Repo) => Promise<T>): Promise<T> {
   const repo = openRepo(repoPath(flag), { readonly: true });
@@ -58,39 +47,17 @@ export async function cmdBackupLs(args: string[]): Promise<number> {
   return withRepo(values.repo, async (repo) => {
     const cat = repo.catalog;
     const b = resolveBackup(cat, ref);
-    const where = resolvePath(cat, b, path);
     const out: string[] = [];
     const json: Record<string, unknown>[] = [];
-    if (!where.volume) {
-      for (const v of cat.backupVolumes(b.id)) {
-        if (values.json) json.push({ path: `/${v.name}`, type: 'volume', ...v });
-        else
-          out.push(
-            `${volumeTitle(v).padEnd(24)} ${v.mode === 'files' ? (v.fsType ?? '') : 'raw'}  ${humanBytes(v.length)}${v.problems.length ? `  ${v.problems.length} problem(s)` : ''}`,
-          );
-      }
-    } else {
-      const vol = where.volume;
-      const base = `/${vol.name}`;
-      const entry = where.inner === '/' ? undefined : cat.lookup(b.id, vol.volumeId, where.inner);
-      if (where.inner !== '/' && !entry) {
-        throw errorsFor({ image: path, layer: 'catalog' }).notFound(
-          'PATH_NOT_FOUND',
-          `${path} is not in backup ${b.id}`,
+    for (const r of treeRows(cat, b, path, values.recursive ?? false)) {
+      if (values.json) json.push(treeRowJson(r));
+      else if (r.kind === 'volume') {
+        const v = r.volume;
+        out.push(
+          `${volumeTitle(v).padEnd(24)} ${v.mode === 'files' ? (v.fsType ?? '') : 'raw'}  ${humanBytes(v.length)}${v.problems.length ? `  ${v.problems.length} problem(s)` : ''}`,
         );
-      }
-      const rows: VersionRow[] =
-        entry && entry.type !== 'dir'
-          ? [entry]
-          : values.recursive
-            ? [...cat.walk(b.id, vol.volumeId, where.inner)].filter((v) => v.path !== '/')
-            : cat.list(b.id, vol.volumeId, where.inner);
-      for (const v of rows) {
-        const shown = values.recursive || (entry && entry.type !== 'dir') ? `${base}${v.path}` : v.name;
-        if (values.json) json.push(versionJson(v, `${base}${v.path}`));
-        else if (values.long) out.push(longLine(v, shown));
-        else out.push(v.type === 'dir' ? `${shown}/` : shown);
-      }
+      } else if (values.long) out.push(longLine(r.version, r.shown));
+      else out.push(r.version.type === 'dir' ? `${r.shown}/` : r.shown);
     }
     await writeOut(values.json ? `${JSON.stringify(json)}\n` : out.length ? `${out.join('\n')}\n` : '');
     return 0;
@@ -104,88 +71,11 @@ export async function cmdBackupCat(args: string[]): Promise<number> {
   return withRepo(values.repo, async (repo) => {
     const cat = repo.catalog;
     const b = resolveBackup(cat, ref);
-    // `path:stream`: the whole text is tried as a path first (Linux names may hold ':'), then
-    // each ':' of the last component from the left as the start of a stream name
-    const slash = spec.lastIndexOf('/');
-    const candidates: { path: string; stream?: string }[] = [{ path: spec }];
-    for (let i = spec.indexOf(':', slash + 1); i > slash + 1; i = spec.indexOf(':', i + 1)) {
-      candidates.push({ path: spec.slice(0, i), stream: spec.slice(i + 1) });
-    }
-    // a stream name may hold '/' too (NTFS): a ':' before the last '/' can start one
-    for (let i = spec.indexOf(':'); i >= 0 && i < slash; i = spec.indexOf(':', i + 1)) {
-      candidates.push({ path: spec.slice(0, i), stream: spec.slice(i + 1) });
-    }
-    let v: VersionRow | undefined;
-    let stream: string | undefined;
-    for (const c of candidates) {
-      const where = resolvePath(cat, b, c.path);
-      const hit = where.volume ? cat.lookup(b.id, where.volume.volumeId, where.inner) : undefined;
-      if (hit && (c.stream === undefined || hit.streams?.some((s) => s.name === c.stream))) {
-        v = hit;
-        stream = c.stream;
-        break;
-      }
-    }
-    const path = spec;
-    if (!v)
-      throw errorsFor({ image: spec, layer: 'catalog' }).notFound('PATH_NOT_FOUND', `${path} is not in backup ${b.id}`);
-    if (v.type !== 'file' && stream === undefined) {
-      throw errorsFor({ image: spec, layer: 'catalog' }).unsupported('NOT_A_FILE', `${path} is a ${v.type}`);
-    }
+    const { version, stream } = resolveContent(cat, b, spec);
     const store = new ChunkStore(cat, repo.target);
-    for await (const chunk of versionContent(store, v, stream)) if (!(await writeOut(chunk))) break;
+    for await (const chunk of versionContent(store, version, stream)) if (!(await writeOut(chunk))) break;
     return 0;
   });
-}
-
-/** A glob (`*`, `?`, `[…]`, `**`) or a /regex/ as a matcher of full paths and of base names. */
-export function matcher(pattern: string): (path: string, name: string) => boolean {
-  if (pattern.length > 2 && pattern.startsWith('/') && pattern.endsWith('/')) {
-    let re: RegExp;
-    try {
-      re = new RegExp(pattern.slice(1, -1), 'i');
-    } catch (e) {
-      throw new UsageError(`bad regular expression ${pattern}: ${(e as Error).message}`);
-    }
-    return (path) => re.test(path);
-  }
-  let src = '';
-  for (let i = 0; i < pattern.length; i++) {
-    const c = pattern[i]!;
-    if (c === '*') {
-      if (pattern[i + 1] === '*') {
-        src += '.*';
-        i++;
-      } else src += '[^/]*';
-    } else if (c === '?') src += '[^/]';
-    else if (c === '[') {
-      const end = pattern.indexOf(']', i + 1);
-      if (end < 0) src += '\\[';
-      else {
-        src += `[${pattern
-          .slice(i + 1, end)
-          .replace(/\\/g, '\\\\')
-          .replace(/^!/, '^')}]`;
-        i = end;
-      }
-    } else src += c.replace(/[.+^${}()|\\]/g, '\\$&');
-  }
-  const re = new RegExp(`^${src}$`, 'i');
-  const onName = !pattern.includes('/');
-  return (path, name) => (onName ? re.test(name) : re.test(path));
-}
-
-function parseSince(s: string | undefined): bigint | undefined {
-  if (s === undefined) return undefined;
-  const rel = /^(\d+)([hdw])$/.exec(s);
-  let ms: number;
-  if (rel) ms = Date.now() - Number(rel[1]) * { h: 3600e3, d: 86400e3, w: 604800e3 }[rel[2] as 'h' | 'd' | 'w'];
-  else {
-    ms = Date.parse(s);
-    if (Number.isNaN(ms))
-      throw new UsageError(`--since takes a date (2026-11-20, 2026-11-20T10:00Z) or an age (12h, 3d, 2w), not '${s}'`);
-  }
-  return BigInt(ms) * 1_000_000n;
 }
 
 export async function cmdFind(args: string[]): Promise<number> {
@@ -202,39 +92,27 @@ export async function cmdFind(args: string[]): Promise<number> {
   });
   const [pattern] = positionals;
   if (!pattern) throw new UsageError('find needs a glob or a /regex/');
-  const match = matcher(pattern);
-  const since = parseSince(values.since);
   const limit = values.limit === undefined ? 1000 : Number(values.limit);
+  if (!Number.isSafeInteger(limit) || limit < 0)
+    throw new BadQueryError('BAD_LIMIT', `--limit takes a count, not '${values.limit}'`);
   return withRepo(values.repo, async (repo) => {
-    const cat = repo.catalog;
-    const names = cat.volumeNames();
-    let volumeIds: number[] | undefined;
-    if (values.vm) {
-      const vms = cat.findVms(values.vm);
-      if (vms.length === 0) throw new UsageError(`no VM named '${values.vm}'`);
-      volumeIds = vms.flatMap((vm) => cat.vmVolumes(vm.id).map((v) => v.id));
-    }
-    const hits: Record<string, unknown>[] = [];
+    const hits: unknown[] = [];
     const out: string[] = [];
     let more = 0;
-    for (const v of cat.allVersions(volumeIds)) {
-      if (v.path === '/') continue;
-      if (since !== undefined && v.mtimeNs < since) continue;
-      if (!match(v.path, v.name)) continue;
-      const backups = cat.backupsHolding(v);
-      if (backups.length === 0) continue;
+    for (const h of searchVersions(repo.catalog, { pattern, vm: values.vm, since: values.since })) {
       if (hits.length + out.length >= limit) {
         more++;
         continue;
       }
-      const vol = names.get(v.volumeId);
-      const full = `/${vol?.name ?? '?'}${v.path}`;
+      const v = h.version;
       const range =
-        backups.length === 1 ? `${backups[0]}` : `${backups[0]}..${backups[backups.length - 1]} (${backups.length})`;
-      if (values.json) hits.push({ vm: vol?.vmName, ...versionJson(v, full), backups });
+        h.backups.length === 1
+          ? `${h.backups[0]}`
+          : `${h.backups[0]}..${h.backups[h.backups.length - 1]} (${h.backups.length})`;
+      if (values.json) hits.push(searchHitJson(h));
       else
         out.push(
-          `${(vol?.vmName ?? '?').padEnd(12)} ${full}  ${v.type === 'dir' ? 'dir' : humanBytes(v.size)}  ${isoNs(v.mtimeNs).slice(0, 19)}  backups ${range}`,
+          `${(h.vmName ?? '?').padEnd(12)} ${h.full}  ${v.type === 'dir' ? 'dir' : humanBytes(v.size)}  ${isoNs(v.mtimeNs).slice(0, 19)}  backups ${range}`,
         );
     }
     if (values.json) await writeOut(`${JSON.stringify(hits)}\n`);
@@ -255,33 +133,16 @@ export async function cmdVersions(args: string[]): Promise<number> {
   const [vmName, path] = positionals;
   if (!vmName || !path) throw new UsageError('versions needs a VM and a path (/<volume>/<path>)');
   return withRepo(values.repo, async (repo) => {
-    const cat: Catalog = repo.catalog;
-    const vms = cat.findVms(vmName);
-    if (vms.length === 0) throw new UsageError(`no VM named '${vmName}'`);
-    const parts = splitUserPath(path);
-    const volName = parts[0];
-    const inner = `/${parts.slice(1).join('/')}`;
-    const rows: Record<string, unknown>[] = [];
-    const out: string[] = [];
-    for (const vm of vms) {
-      const latest = cat.backups({ vmId: vm.id }).at(-1);
-      for (const vol of cat.vmVolumes(vm.id)) {
-        let label: string | null = null;
-        if (latest) label = cat.backupVolumes(latest.id).find((x) => x.volumeId === vol.id)?.label ?? null;
-        if (vol.name !== volName && (label ?? '').toLowerCase() !== (volName ?? '').toLowerCase()) continue;
-        for (const h of cat.history(vol.id, inner)) {
-          const v = h.version;
-          if (values.json) rows.push({ ...versionJson(v, `/${vol.name}${inner}`), backups: h.backups });
-          else
-            out.push(
-              `backups ${String(h.backups[0]).padStart(4)}..${String(h.backups.at(-1)).padEnd(5)} ${v.type === 'file' ? humanBytes(v.size).padStart(10) : v.type.padStart(10)}  mtime ${isoNs(v.mtimeNs).slice(0, 19)}  (${h.backups.length} backup(s): ${h.backups.join(', ')})`,
-            );
-        }
-      }
+    const found = pathVersions(repo.catalog, vmName, path);
+    if (values.json) await writeOut(`${JSON.stringify(found.map(pathVersionJson))}\n`);
+    else {
+      const out = found.map((h) => {
+        const v = h.version;
+        return `backups ${String(h.backups[0]).padStart(4)}..${String(h.backups.at(-1)).padEnd(5)} ${v.type === 'file' ? humanBytes(v.size).padStart(10) : v.type.padStart(10)}  mtime ${isoNs(v.mtimeNs).slice(0, 19)}  (${h.backups.length} backup(s): ${h.backups.join(', ')})`;
+      });
+      await writeOut(out.length ? `${out.join('\n')}\n` : `no versions of ${path} in ${vmName}'s backups\n`);
     }
-    if (values.json) await writeOut(`${JSON.stringify(rows)}\n`);
-    else await writeOut(out.length ? `${out.join('\n')}\n` : `no versions of ${path} in ${vmName}'s backups\n`);
-    return out.length || rows.length ? 0 : 1;
+    return found.length ? 0 : 1;
   });
 }
 

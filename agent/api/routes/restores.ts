@@ -1,0 +1,32 @@
+/** Restore requests into a restore folder: checked here, run by the job runner. */
+import { resolveBackup } from '../../browse/refs.js';
+import { treeRows } from '../../browse/tree.js';
+import type { RestoreJobParams } from '../../daemon/types.js';
+import { checkRestoreTarget } from '../restore-roots.js';
+import type { Route } from '../router.js';
+
+export const restoreRoutes: Route[] = [
+  {
+    method: 'POST',
+    path: '/restores',
+    auth: true,
+    body: {
+      backup: { type: 'string', required: true },
+      path: { type: 'string', required: true },
+      to: { type: 'string', required: true },
+      overwrite: { type: 'boolean' },
+    },
+    handle: ({ ctx, body }) => {
+      const cat = ctx.repo.catalog;
+      const b = resolveBackup(cat, body.backup as string);
+      const path = body.path as string;
+      // resolving the rows checks the path exists (404 now, not a failed job later); nothing is listed
+      treeRows(cat, b, path, false);
+      const to = checkRestoreTarget(body.to as string, ctx.config().restoreRoots);
+      // the backup id, not the ref: 'win01' must not become a newer backup while the job waits
+      const params: RestoreJobParams = { backup: String(b.id), path, to, overwrite: body.overwrite === true };
+      const job = ctx.jobs.submit('restore', params, 'api');
+      return { status: 202, body: job, headers: { Location: `/jobs/${job.id}` } };
+    },
+  },
+];

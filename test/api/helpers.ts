@@ -1,0 +1,197 @@
+/**
+ * A real repository made with the CLI (init + backup of the demo's sample
+ * store) and a DaemonContext over it, with a small in-memory job queue and
+ * status, served by createApiServer on an ephemeral loopback port.
+ */
+import { mkdirSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pino } from 'pino';
+import { createApiServer, type ApiServer } from '../../agent/api/server.js';
+import type { DaemonConfig } from '../../agent/config/types.js';
+import {
+  JOB_PRIORITY,
+  type DaemonContext,
+  type DaemonStatus,
+  type JobFilter,
+  type JobKind,
+  type JobParams,
+  type JobQueue,
+  type JobRow,
+} from '../../agent/daemon/types.js';
+import { openRepo, type Repo } from '../../agent/repo.js';
+import { newRepo, sampleStore, vdbakOk } from '../helpers/vdbak.js';
+
+export const TOKEN = 'test-token-0123456789';
+
+/** The queue's contract, in memory (the daemon's JobStore keeps it in the catalog). */
+export class MemoryJobs implements JobQueue {
+  readonly rows: JobRow[] = [];
+  submit(kind: JobKind, params: JobParams, origin: string): JobRow {
+    const row: JobRow = {
+      id: this.rows.length + 1,
+      kind,
+      priority: JOB_PRIORITY[kind],
+      state: 'queued',
+      params,
+      origin,
+      createdMs: Date.now(),
+      attempts: 0,
+      cancelRequested: false,
+    };
+    this.rows.push(row);
+    return { ...row };
+  }
+  get(id: number): JobRow | undefined {
+    const r = this.rows.find((j) => j.id === id);
+    return r && { ...r };
+  }
+  list(filter: JobFilter = {}): JobRow[] {
+    const states = filter.state === undefined ? undefined : [filter.state].flat();
+    return this.rows
+      .filter((j) => (!states || states.includes(j.state)) && (!filter.kind || j.kind === filter.kind))
+      .reverse()
+      .slice(0, filter.limit ?? 100)
+      .map((j) => ({ ...j }));
+  }
+  cancel(id: number): JobRow | undefined {
+    const r = this.rows.find((j) => j.id === id);
+    if (!r) return undefined;
+    if (r.state === 'queued') r.state = 'cancelled';
+    else if (r.state === 'running') r.cancelRequested = true;
+    return { ...r };
+  }
+}
+
+export interface ApiFixture {
+  store: string;
+  repoPath: string;
+  repo: Repo;
+  jobs: MemoryJobs;
+  ctx: DaemonContext;
+  /** Downloads that went through ctx.foreground. */
+  foregroundCalls: { n: number };
+  roots: { base: string; root: string };
+  server: ApiServer;
+  url: string;
+  config: DaemonConfig;
+  close(): Promise<void>;
+}
+
+/** Backs up win01 and lin01 of the sample store into a new repository and serves the API over it. */
+export async function apiFixture(prefix: string): Promise<ApiFixture> {
+  const store = sampleStore();
+  const repoPath = newRepo(prefix);
+  vdbakOk(['backup', '--repo', repoPath, join(store, 'win01'), join(store, 'lin01')]);
+  const base = mkdtempSync(join(tmpdir(), `vdbak-${prefix}-roots-`));
+  const root = join(base, 'restores');
+  mkdirSync(root);
+  const config: DaemonConfig = Object.freeze({
+    source: 'test',
+    repo: repoPath,
+    datastores: [{ name: 'sample', path: store }],
+    schedules: [],
+    retention: {},
+    throttle: { enabled: false },
+    api: { listen: '127.0.0.1:0', token: TOKEN },
+    restoreRoots: [root],
+    log: { level: 'fatal' },
+    ship: { keep: 3, afterBackup: false },
+  }) as DaemonConfig;
+  const repo = openRepo(repoPath);
+  const jobs = new MemoryJobs();
+  const foregroundCalls = { n: 0 };
+  const status: DaemonStatus = {
+    pid: process.pid,
+    version: 'test',
+    startedMs: Date.now(),
+    configSource: 'test',
+    throttle: [{ datastore: 'sample' }],
+    schedules: [],
+    running: [],
+    queued: 0,
+    lastResults: [],
+  };
+  const ctx: DaemonContext = {
+    config: () => config,
+    repo,
+    jobs,
+    status: () => ({ ...status, queued: jobs.list({ state: 'queued' }).length }),
+    foreground: async (fn) => {
+      foregroundCalls.n++;
+      return fn();
+    },
+    log: pino({ level: 'silent' }),
+  };
+  const server = createApiServer(ctx);
+  const addr = await server.listen('127.0.0.1', 0);
+  return {
+    store,
+    repoPath,
+    repo,
+    jobs,
+    ctx,
+    foregroundCalls,
+    roots: { base, root },
+    server,
+    url: `http://127.0.0.1:${addr.port}`,
+    config,
+    close: async () => {
+      await server.close();
+      repo.close();
+    },
+  };
+}
+
+export interface Answer<T = unknown> {
+  status: number;
+  headers: Headers;
+  body: T;
+  bytes: Buffer;
+}
+
+/** One request with the token (unless `token: null`), the answer parsed as JSON when it is JSON. */
+export async function call<T = unknown>(
+  f: { url: string },
+  method: string,
+  path: string,
+  opts: { body?: string | object; token?: string | null; headers?: Record<string, string> } = {},
+): Promise<Answer<T>> {
+  const headers: Record<string, string> = { ...opts.headers };
+  const token = opts.token === undefined ? TOKEN : opts.token;
+  if (token !== null) headers.Authorization = `Bearer ${token}`;
+  let body: string | undefined;
+  if (opts.body !== undefined) {
+    body = typeof opts.body === 'string' ? opts.body : JSON.stringify(opts.body);
+    headers['Content-Type'] ??= 'application/json';
+  }
+  const res = await fetch(`${f.url}${path}`, { method, headers, body });
+  const bytes = Buffer.from(await res.arrayBuffer());
+  const isJson = (res.headers.get('content-type') ?? '').startsWith('application/json');
+  return {
+    status: res.status,
+    headers: res.headers,
+    body: (isJson ? JSON.parse(bytes.toString()) : undefined) as T,
+    bytes,
+  };
+}
+
+/** GET with the token, expecting 200. */
+export async function get<T = unknown>(f: { url: string }, path: string): Promise<T> {
+  const a = await call<T>(f, 'GET', path);
+  if (a.status !== 200) throw new Error(`GET ${path}: ${a.status} ${a.bytes.toString().slice(0, 500)}`);
+  return a.body;
+}
+
+/** Every item of a paged list, following nextOffset. */
+export async function getAll<T>(f: { url: string }, path: string, limit: number): Promise<T[]> {
+  const out: T[] = [];
+  let offset: number | undefined = 0;
+  const sep = path.includes('?') ? '&' : '?';
+  while (offset !== undefined) {
+    const page: { items: T[]; nextOffset?: number } = await get(f, `${path}${sep}limit=${limit}&offset=${offset}`);
+    out.push(...page.items);
+    offset = page.nextOffset;
+  }
+  return out;
+}
