@@ -53,7 +53,8 @@ export interface VmSource {
    * identity (a copied VM keeps its uuid.bios), '@<realpath>' is appended to each.
    */
   identity: string;
-  kind: 'vmware' | 'image';
+  /** 'libvirt': a libvirt domain XML (libvirt.ts), identity 'libvirt:<uuid>'. */
+  kind: 'vmware' | 'image' | 'libvirt';
   configPath?: string;
   folder: string;
   disks: VmDisk[];
