@@ -5,7 +5,7 @@
 import { existsSync, statSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { isVdbakError } from '../parsers/errors.js';
-import { UsageError } from './commands/usage.js';
+import { DAEMON_USAGE, UsageError } from './commands/usage.js';
 import { VERSION } from './version.js';
 
 const USAGE = `vdbak ${VERSION} — agentless VM backup
@@ -35,6 +35,7 @@ Repository health:
   vdbak recover --from-target PATH --repo NEWDIR [--json]
       rebuild a repository on a new machine from the target's newest verified catalog copy
 
+${DAEMON_USAGE}
 Disk images directly (no backup needed):
   vdbak inspect <disk> [--json]
       format, snapshot chain, virtual size, allocated bytes, volumes and filesystems
@@ -147,6 +148,16 @@ export async function main(argv: string[]): Promise<number> {
       return (await import('./commands/ship.js')).cmdShipCatalog(rest);
     case 'recover':
       return (await import('./commands/ship.js')).cmdRecover(rest);
+    case 'daemon':
+      return (await import('./commands/daemon.js')).cmdDaemon(rest);
+    case 'status':
+      return (await import('./commands/daemon.js')).cmdStatus(rest);
+    case 'jobs':
+      return (await import('./commands/daemon.js')).cmdJobs(rest);
+    case 'job':
+      return (await import('./commands/daemon.js')).cmdJob(rest);
+    case 'cancel':
+      return (await import('./commands/daemon.js')).cmdCancel(rest);
     default:
       throw new UsageError(`unknown command '${cmd}'`);
   }
