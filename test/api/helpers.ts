@@ -1,7 +1,7 @@
 /**
  * A real repository made with the CLI (init + backup of the demo's sample
- * store) and a DaemonContext over it, with a small in-memory job queue and
- * status, served by createApiServer on an ephemeral loopback port.
+ * store) and a DaemonContext over it, with the daemon's job queue (JobStore,
+ * in the catalog) and a fixed status, served by createApiServer on an ephemeral loopback port.
  */
 import { mkdirSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -9,65 +9,18 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import { createApiServer, type ApiServer } from '../../agent/api/server.js';
 import type { DaemonConfig } from '../../agent/config/types.js';
-import {
-  JOB_PRIORITY,
-  type DaemonContext,
-  type DaemonStatus,
-  type JobFilter,
-  type JobKind,
-  type JobParams,
-  type JobQueue,
-  type JobRow,
-} from '../../agent/daemon/types.js';
+import type { DaemonContext, DaemonStatus } from '../../agent/daemon/types.js';
+import { JobStore } from '../../catalog/jobs.js';
 import { openRepo, type Repo } from '../../agent/repo.js';
 import { newRepo, sampleStore, vdbakOk } from '../helpers/vdbak.js';
 
 export const TOKEN = 'test-token-0123456789';
 
-/** The queue's contract, in memory (the daemon's JobStore keeps it in the catalog). */
-export class MemoryJobs implements JobQueue {
-  readonly rows: JobRow[] = [];
-  submit(kind: JobKind, params: JobParams, origin: string): JobRow {
-    const row: JobRow = {
-      id: this.rows.length + 1,
-      kind,
-      priority: JOB_PRIORITY[kind],
-      state: 'queued',
-      params,
-      origin,
-      createdMs: Date.now(),
-      attempts: 0,
-      cancelRequested: false,
-    };
-    this.rows.push(row);
-    return { ...row };
-  }
-  get(id: number): JobRow | undefined {
-    const r = this.rows.find((j) => j.id === id);
-    return r && { ...r };
-  }
-  list(filter: JobFilter = {}): JobRow[] {
-    const states = filter.state === undefined ? undefined : [filter.state].flat();
-    return this.rows
-      .filter((j) => (!states || states.includes(j.state)) && (!filter.kind || j.kind === filter.kind))
-      .reverse()
-      .slice(0, filter.limit ?? 100)
-      .map((j) => ({ ...j }));
-  }
-  cancel(id: number): JobRow | undefined {
-    const r = this.rows.find((j) => j.id === id);
-    if (!r) return undefined;
-    if (r.state === 'queued') r.state = 'cancelled';
-    else if (r.state === 'running') r.cancelRequested = true;
-    return { ...r };
-  }
-}
-
 export interface ApiFixture {
   store: string;
   repoPath: string;
   repo: Repo;
-  jobs: MemoryJobs;
+  jobs: JobStore;
   ctx: DaemonContext;
   /** Downloads that went through ctx.foreground. */
   foregroundCalls: { n: number };
@@ -99,7 +52,7 @@ export async function apiFixture(prefix: string): Promise<ApiFixture> {
     ship: { keep: 3, afterBackup: false },
   }) as DaemonConfig;
   const repo = openRepo(repoPath);
-  const jobs = new MemoryJobs();
+  const jobs = new JobStore(repo.catalog);
   const foregroundCalls = { n: 0 };
   const status: DaemonStatus = {
     pid: process.pid,
@@ -116,7 +69,7 @@ export async function apiFixture(prefix: string): Promise<ApiFixture> {
     config: () => config,
     repo,
     jobs,
-    status: () => ({ ...status, queued: jobs.list({ state: 'queued' }).length }),
+    status: () => ({ ...status, queued: jobs.queuedCount() }),
     foreground: async (fn) => {
       foregroundCalls.n++;
       return fn();

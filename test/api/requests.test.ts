@@ -75,7 +75,7 @@ describe('authentication', () => {
     expect(basic.status).toBe(401);
     const post = await call(f, 'POST', '/backups', { token: null, body: { vm: 'lin01' } });
     expect(post.status).toBe(401);
-    expect(f.jobs.rows).toHaveLength(0);
+    expect(f.jobs.list()).toHaveLength(0);
     expect((await call(f, 'GET', '/health', { token: null })).status).toBe(200);
     expect((await call(f, 'GET', '/openapi.json', { token: null })).status).toBe(200);
   });
@@ -169,7 +169,7 @@ describe('request bodies', () => {
       headers: { 'Content-Type': 'text/plain' },
     });
     expect([type.status, type.body.error.code]).toEqual([415, 'UNSUPPORTED_MEDIA_TYPE']);
-    expect(f.jobs.rows).toHaveLength(0);
+    expect(f.jobs.list()).toHaveLength(0);
   });
 
   it('a body over 64 KiB is 413, whether declared or streamed', async () => {
@@ -191,7 +191,7 @@ describe('request bodies', () => {
     expect(chunked.status).toBe(413);
     const viaFetch = await call<ErrorAnswer>(f, 'POST', '/restores', { body: big.toString() });
     expect([viaFetch.status, viaFetch.body.error.code]).toEqual([413, 'BODY_TOO_LARGE']);
-    expect(f.jobs.rows).toHaveLength(0);
+    expect(f.jobs.list()).toHaveLength(0);
   });
 });
 
@@ -250,7 +250,7 @@ describe('starting backups and restores', () => {
       });
       expect([a.status, a.body.error.code], to).toEqual([status, code]);
     }
-    const before = f.jobs.rows.length;
+    const before = f.jobs.list().length;
     const badPath = await call<ErrorAnswer>(f, 'POST', '/restores', {
       body: { backup: 'lin01', path: '/d0p1/nope', to: inside },
     });
@@ -261,7 +261,7 @@ describe('starting backups and restores', () => {
     expect([badBackup.status, badBackup.body.error.code]).toEqual([404, 'BACKUP_NOT_FOUND']);
     const missing = await call<ErrorAnswer>(f, 'POST', '/restores', { body: { backup: 'lin01', path: '/' } });
     expect([missing.status, missing.body.error.message]).toEqual([400, "field 'to' is required"]);
-    expect(f.jobs.rows.length).toBe(before);
+    expect(f.jobs.list().length).toBe(before);
   });
 });
 
@@ -271,7 +271,7 @@ describe('jobs', () => {
     const list = await call<{ items: JobRow[] }>(f, 'GET', '/jobs');
     expect(list.status).toBe(200);
     expect(list.body.items[0]!.id).toBe(job.id);
-    expect(list.body.items.map((j) => j.id)).toEqual(f.jobs.rows.map((j) => j.id).reverse());
+    expect(list.body.items.map((j) => j.id)).toEqual(f.jobs.list().map((j) => j.id));
     const restores = await call<{ items: JobRow[] }>(f, 'GET', '/jobs?kind=restore&state=queued,running');
     expect(restores.body.items.every((j) => j.kind === 'restore')).toBe(true);
     expect(restores.body.items.length).toBeGreaterThan(0);
@@ -281,8 +281,8 @@ describe('jobs', () => {
     expect([cancel.status, cancel.body.state]).toEqual([200, 'cancelled']);
     const again = await call<ErrorAnswer>(f, 'POST', `/jobs/${job.id}/cancel`);
     expect([again.status, again.body.error.code]).toEqual([409, 'JOB_FINISHED']);
-    f.jobs.rows.find((j) => j.id === 1)!.state = 'running';
-    const running = await call<JobRow>(f, 'POST', '/jobs/1/cancel', { body: {} });
+    const claimed = f.jobs.claim(['backup'])!;
+    const running = await call<JobRow>(f, 'POST', `/jobs/${claimed.id}/cancel`, { body: {} });
     expect([running.status, running.body.state, running.body.cancelRequested]).toEqual([202, 'running', true]);
     expect((await call<ErrorAnswer>(f, 'POST', '/jobs/999/cancel')).status).toBe(404);
   });
