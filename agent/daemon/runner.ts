@@ -38,7 +38,7 @@ import { type BackupPool, createPool, defaultThreads } from '../backup/pool.js';
 import type { DaemonConfig } from '../config/types.js';
 import { lockRepo, processAlive, type Repo } from '../repo.js';
 import type { VmSource } from '../source/resolve.js';
-import { TokenBucket } from '../throttle/bucket.js';
+import { type BucketStats, TokenBucket } from '../throttle/bucket.js';
 import type { ThrottleLoop } from '../throttle/loop.js';
 import type { JobContext } from './executors/context.js';
 import { EXECUTORS } from './executors/index.js';
@@ -166,6 +166,11 @@ export class Runner {
     }));
   }
 
+  /** The state of a running backup's read bucket (rate, holds, readers waiting), for status. */
+  bucketOf(jobId: number): BucketStats | undefined {
+    return this.runningJobs.get(jobId)?.bucket?.bucket.stats();
+  }
+
   /**
    * Runs a restore that is not a job (the API streams a download): running
    * backups' reads are held until it ends.
@@ -190,7 +195,7 @@ export class Runner {
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
     const until = deadline > EPOCH_THRESHOLD_MS ? deadline : Date.now() + Math.max(0, deadline);
-    for (const r of this.runningJobs.values()) r.ac.abort(new Error('the daemon is stopping'));
+    for (const r of this.runningJobs.values()) this.abort(r, 'the daemon is stopping');
     const all = Promise.allSettled([...this.runningJobs.values()].map((r) => r.done));
     let timeout: NodeJS.Timeout | undefined;
     const late = await Promise.race([
@@ -223,10 +228,22 @@ export class Runner {
       if (!r.cancelled && this.opts.jobs.cancelRequested(r.job.id)) {
         r.cancelled = true;
         r.log.info('cancel requested');
-        r.ac.abort(new Error(`job ${r.job.id} was cancelled`));
+        this.abort(r, `job ${r.job.id} was cancelled`);
       }
     }
     this.pump();
+  }
+
+  /**
+   * Aborts a job. A backup notices at its next entry or finished read task,
+   * so its private bucket is opened for good: reads held for a restore or in
+   * flight end at once instead of at the held rate. (A datastore loop's bucket
+   * is shared with later backups and stays as it is: there the backup stops
+   * once its tasks in flight are read.)
+   */
+  private abort(r: Running, why: string): void {
+    r.ac.abort(new Error(why));
+    if (r.bucket?.own) r.bucket.bucket.close();
   }
 
   private kindsRunning(): Set<JobKind> {

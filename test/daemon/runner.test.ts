@@ -1,0 +1,297 @@
+/**
+ * The job runner on a real repository (made with the CLI) and the sample
+ * volume store: backups and restores as jobs, a restore holding a running
+ * backup's reads, cancel, stop and resume in a new runner, restore folders
+ * outside the configured roots refused, and the job id on every log line.
+ *
+ * Slow backups are made slow by a throttle loop that is never started: its
+ * bucket stays at a small fixed rate, with small pieces so that a cancel is
+ * seen quickly. Nothing here asserts a duration.
+ */
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { JobStore } from '../../catalog/jobs.js';
+import type { BackupResult } from '../../agent/backup/job.js';
+import type { DaemonConfig } from '../../agent/config/types.js';
+import { createLogger } from '../../agent/daemon/logger.js';
+import { type JobEvent, Runner } from '../../agent/daemon/runner.js';
+import type { JobRow, JobState } from '../../agent/daemon/types.js';
+import { openRepo, type Repo } from '../../agent/repo.js';
+import { sourcesInFolder, type VmSource } from '../../agent/source/resolve.js';
+import { ThrottleLoop } from '../../agent/throttle/loop.js';
+import { compareTrees, newRepo, sampleStore, snapshotTree, vdbak, vdbakOk } from '../helpers/vdbak.js';
+
+const KiB = 1024;
+/** Long enough for a first backup of the sample store on a busy shared machine. */
+const JOB_TIMEOUT_MS = 120_000;
+
+let store: string;
+let root: string;
+let repo: Repo;
+let jobs: JobStore;
+let sources: VmSource[];
+let restoreRoot: string;
+let outside: string;
+let linBackup: number;
+let linVolume: string;
+const lines: Record<string, unknown>[] = [];
+let log: Logger;
+
+function vm(name: string): VmSource {
+  const s = sources.find((v) => v.name === name);
+  if (!s) throw new Error(`no VM ${name} in the sample store (${sources.map((v) => v.name).join(', ')})`);
+  return s;
+}
+
+function config(over: Partial<DaemonConfig> = {}): DaemonConfig {
+  const c: DaemonConfig = {
+    source: 'test',
+    repo: root,
+    datastores: [{ name: 'store', path: store }],
+    schedules: [],
+    retention: { keepLast: 3 },
+    throttle: { enabled: false },
+    api: { listen: '127.0.0.1:0', token: 'test-token' },
+    restoreRoots: [restoreRoot],
+    log: { level: 'debug' },
+    ship: { keep: 3, afterBackup: false },
+    threads: 2,
+    ...over,
+  };
+  return Object.freeze(c);
+}
+
+/** A loop that is never started: its bucket keeps a small fixed rate (a slow backup). */
+function slowLoop(rate = 256 * KiB): ThrottleLoop {
+  return new ThrottleLoop({
+    sensor: { sample: () => ({ atMs: 0, devices: 0 }) },
+    limits: { maxBytesPerSec: rate, minBytesPerSec: rate / 4, startBytesPerSec: rate },
+    bucket: { minCapacity: 4 * KiB },
+  });
+}
+
+interface Harness {
+  runner: Runner;
+  events: JobEvent[];
+  setThrottle(loop: ThrottleLoop | undefined): void;
+}
+
+function harness(onJobEvent?: (e: JobEvent) => void, cfg = config()): Harness {
+  let throttle: ThrottleLoop | undefined;
+  const events: JobEvent[] = [];
+  const runner = new Runner({
+    repo,
+    config: () => cfg,
+    jobs,
+    log,
+    locate: (identity) => sources.find((s) => s.identity === identity),
+    throttleFor: () => throttle,
+    pollMs: 100,
+    onJobEvent: (e) => {
+      events.push(e);
+      onJobEvent?.(e);
+    },
+  });
+  return { runner, events, setThrottle: (l) => (throttle = l) };
+}
+
+/** Waits until the running backup's workers wait on its (held) bucket. */
+async function waitersOn(runner: Runner, id: number): Promise<void> {
+  await vi.waitFor(
+    () => {
+      const waiters = runner.bucketOf(id)?.waiters ?? 0;
+      if (waiters === 0) throw new Error(`job ${id}'s reads are not waiting yet`);
+    },
+    { timeout: JOB_TIMEOUT_MS, interval: 50 },
+  );
+}
+
+async function until(id: number, states: JobState[]): Promise<JobRow> {
+  return vi.waitFor(
+    () => {
+      const j = jobs.get(id);
+      if (!j || !states.includes(j.state)) throw new Error(`job ${id} is ${j?.state}`);
+      return j;
+    },
+    { timeout: JOB_TIMEOUT_MS, interval: 50 },
+  );
+}
+
+beforeAll(() => {
+  store = sampleStore();
+  sources = sourcesInFolder(store);
+  root = newRepo('runner');
+  const base = mkdtempSync(join(tmpdir(), 'vdbak-runner-'));
+  restoreRoot = join(base, 'restores');
+  outside = join(base, 'outside');
+  mkdirSync(restoreRoot);
+  mkdirSync(outside);
+  // the first backup is made with the CLI: the runner's repository is a real one
+  vdbakOk(['backup', '--repo', root, join(store, 'lin01')], { env: { VDBAK_SHIP_AFTER_BACKUP: '0' } });
+  repo = openRepo(root);
+  jobs = new JobStore(repo.catalog);
+  const b = repo.catalog.backups({})[0]!;
+  linBackup = b.id;
+  linVolume = repo.catalog.backupVolumes(b.id).find((v) => v.fsType === 'ext')!.name;
+  log = createLogger({
+    level: 'debug',
+    destination: { write: (s: string) => void lines.push(JSON.parse(s) as Record<string, unknown>) },
+  });
+}, JOB_TIMEOUT_MS);
+
+afterAll(() => {
+  repo?.close();
+});
+
+describe('Runner', () => {
+  it('runs a backup job to the end, every log line about it carrying its id', async () => {
+    const h = harness();
+    h.runner.start();
+    const job = jobs.submit('backup', { vm: vm('lin01').identity }, 'cli');
+    h.runner.wake();
+    const done = await until(job.id, ['done', 'failed', 'cancelled']);
+    await h.runner.stop(10_000);
+    expect(done.error).toBeUndefined();
+    expect(done.state).toBe('done');
+    const result = done.result as BackupResult;
+    expect(repo.catalog.backup(result.backupId)?.state).toBe('complete');
+    expect(done.attempts).toBe(1);
+    expect(done.progress?.phase).toBe('reading');
+    // every line the job and its executor wrote names it
+    const about = lines.filter((l) => l.job === job.id);
+    expect(about.map((l) => l.msg)).toEqual(
+      expect.arrayContaining(['job started', 'backup started', 'backup complete', 'job done']),
+    );
+    // and no line about it goes without its id
+    expect(lines.filter((l) => l.backupId === result.backupId && l.job !== job.id)).toEqual([]);
+    expect(about.every((l) => l.kind === 'backup')).toBe(true);
+    expect(h.events.map((e) => [e.type, e.job.id])).toEqual([
+      ['start', job.id],
+      ['end', job.id],
+    ]);
+  });
+
+  it('starts a restore at once while a backup runs, holding the backup reads until it ends', async () => {
+    const loop = slowLoop();
+    // the test holds the bucket too, so the backup is certainly still running when the restore comes
+    const testHold = loop.bucket.hold();
+    const seen: { holds: number; backupState?: JobState }[] = [];
+    let backupId = 0;
+    const h = harness((e) => {
+      if (e.job.kind !== 'restore') return;
+      seen.push({ holds: loop.bucket.stats().holds, backupState: jobs.get(backupId)?.state });
+    });
+    h.setThrottle(loop);
+    h.runner.start();
+    backupId = jobs.submit('backup', { vm: vm('win01').identity }, 'schedule:nightly').id;
+    h.runner.wake();
+    await until(backupId, ['running']);
+    // the backup's workers are waiting on the bucket
+    await vi.waitFor(() => expect(loop.bucket.stats().waiters).toBeGreaterThan(0), { timeout: JOB_TIMEOUT_MS });
+    const to = join(restoreRoot, 'etc-while-backup');
+    const restore = jobs.submit('restore', { backup: String(linBackup), path: `/${linVolume}/etc`, to }, 'api');
+    h.runner.wake();
+    const r = await until(restore.id, ['done', 'failed', 'cancelled']);
+    expect(r.error).toBeUndefined();
+    expect(r.state).toBe('done');
+    // at its start the backup was running and held twice (the test, the restore); at its end, once
+    expect(seen).toEqual([
+      { holds: 2, backupState: 'running' },
+      { holds: 1, backupState: 'running' },
+    ]);
+    const diffs = compareTrees(snapshotTree(join(store, 'sources', 'lin01', 'etc')), snapshotTree(join(to, 'etc')));
+    expect(diffs).toEqual([]);
+    // a download streamed by the API holds it the same way
+    expect(await h.runner.foreground(() => Promise.resolve(loop.bucket.stats().holds))).toBe(2);
+    expect(loop.bucket.stats().holds).toBe(1);
+    testHold();
+    loop.bucket.setRate(1024 * 1024 * 1024);
+    const b = await until(backupId, ['done', 'failed', 'cancelled']);
+    expect(b.error).toBeUndefined();
+    expect(b.state).toBe('done');
+    expect(loop.bucket.stats().holds).toBe(0);
+    await h.runner.stop(10_000);
+    loop.stop();
+  });
+
+  it('cancels a running backup: the job ends cancelled, its catalog backup failed, and the next backup and check pass', async () => {
+    const h = harness();
+    h.runner.start();
+    // a download streamed by the API holds the backup's reads: it is certainly running when cancelled
+    let openGate = () => {};
+    const gate = h.runner.foreground(() => new Promise<void>((res) => (openGate = res)));
+    const job = jobs.submit('backup', { vm: vm('win01').identity }, 'api');
+    h.runner.wake();
+    await until(job.id, ['running']);
+    await waitersOn(h.runner, job.id);
+    expect(jobs.cancel(job.id)?.cancelRequested).toBe(true);
+    const c = await until(job.id, ['done', 'failed', 'cancelled']);
+    expect(c.state).toBe('cancelled');
+    expect(c.error?.code).toBe('JOB_CANCELLED');
+    const failed = repo.catalog.backups({ states: ['failed'] });
+    expect(failed.length).toBeGreaterThan(0);
+    expect(failed[failed.length - 1]!.error).toMatch(/cancel/i);
+    openGate();
+    await gate;
+    const again = jobs.submit('backup', { vm: vm('win01').identity }, 'api');
+    h.runner.wake();
+    const d = await until(again.id, ['done', 'failed', 'cancelled']);
+    expect(d.error).toBeUndefined();
+    expect(d.state).toBe('done');
+    await h.runner.stop(10_000);
+    const check = vdbak(['check', '--repo', root]);
+    expect(check.stderr + check.stdout).toContain('no errors were found');
+    expect(check.code).toBe(0);
+  });
+
+  it('puts a backup interrupted by stop() back in the queue, and a new runner finishes it', async () => {
+    const first = harness();
+    first.runner.start();
+    let openGate = () => {};
+    const gate = first.runner.foreground(() => new Promise<void>((res) => (openGate = res)));
+    const job = jobs.submit('backup', { vm: vm('win01').identity }, 'schedule:nightly');
+    first.runner.wake();
+    await until(job.id, ['running']);
+    await waitersOn(first.runner, job.id);
+    await first.runner.stop(30_000);
+    const stopped = jobs.get(job.id)!;
+    expect(stopped).toMatchObject({ state: 'queued', attempts: 1, origin: 'schedule:nightly' });
+    const lastFailed = repo.catalog.backups({ states: ['failed'] }).at(-1)!;
+    expect(lastFailed.error).toMatch(/stopping/);
+    openGate();
+    await gate;
+    const second = harness();
+    second.runner.start();
+    const d = await until(job.id, ['done', 'failed', 'cancelled']);
+    await second.runner.stop(10_000);
+    expect(d.error).toBeUndefined();
+    expect(d).toMatchObject({ state: 'done', attempts: 2 });
+    expect(repo.catalog.backup((d.result as BackupResult).backupId)?.state).toBe('complete');
+  });
+
+  it('refuses restores that would write outside the restore folders', async () => {
+    const link = join(restoreRoot, 'escape');
+    symlinkSync(outside, link);
+    const h = harness();
+    h.runner.start();
+    const path = `/${linVolume}/etc`;
+    const bad = [join(restoreRoot, '..', 'outside'), outside, join(link, 'etc'), link, 'relative/dir'];
+    const ids = bad.map((to) => jobs.submit('restore', { backup: String(linBackup), path, to }, 'api').id);
+    h.runner.wake();
+    const codes: (string | undefined)[] = [];
+    for (const id of ids) codes.push((await until(id, ['done', 'failed', 'cancelled'])).error?.code);
+    await h.runner.stop(10_000);
+    expect(codes).toEqual([
+      'RESTORE_TO_OUTSIDE_ROOTS',
+      'RESTORE_TO_OUTSIDE_ROOTS',
+      'RESTORE_TO_OUTSIDE_ROOTS',
+      'RESTORE_TO_OUTSIDE_ROOTS',
+      'RESTORE_TO_NOT_ABSOLUTE',
+    ]);
+    expect(readdirSync(outside)).toEqual([]);
+    rmSync(link);
+  });
+});
