@@ -14,20 +14,36 @@
  * stored by a run that died before recording them are adopted at the next
  * start (adopt.ts), so nothing is sent twice.
  */
+import { closeSync, openSync, readSync } from 'node:fs';
 import { hostname } from 'node:os';
+import { dirname } from 'node:path';
 import type { Catalog } from '../../catalog/catalog.js';
 import type { RunRecord, StreamRecord, VersionRecord } from '../../catalog/records.js';
 import { sameContent } from '../../catalog/records.js';
+import type { ByteRange } from '../../parsers/blockdevice.js';
 import { errorsFor, isVdbakError, type SerializedError } from '../../parsers/errors.js';
-import type { DataRun, FsEntry } from '../../parsers/fs/types.js';
-import { type EncodedChunk } from '../../transport/codec.js';
+import type { DataRun, FsEntry, FsInfo } from '../../parsers/fs/types.js';
+import { encodeChunk, type EncodedChunk } from '../../transport/codec.js';
+import { ContentChunker } from '../chunk/fastcdc.js';
 import { packObjectName, PackWriter } from '../../transport/pack.js';
 import type { Repo } from '../repo.js';
 import { processAlive } from '../repo.js';
 import { type DiskStack, openStack, type OpenVolume } from '../stack.js';
 import { adoptOrphanPacks } from './adopt.js';
+import { type ConfigFile, configFiles } from './config-files.js';
 import type { BackupPool } from './pool.js';
-import type { ItemResult, ReadTask, TaskItem, TaskResult } from './worker.js';
+import {
+  complement,
+  deviceAllocated,
+  FileRuns,
+  merged,
+  pieces,
+  regions,
+  shifted,
+  subtract,
+  trustedUsed,
+} from './regions.js';
+import { type ItemResult, type ReadTask, type TaskItem, type TaskResult, WHOLE_DISK } from './worker.js';
 
 /** A large stream is read as independent segments of this size (parallelism and bounded task results). */
 export const SEGMENT_BYTES = 16 * 1024 * 1024;
@@ -43,6 +59,17 @@ const YIELD_EVERY_MS = 50;
 const MAX_WARNING_TEXTS = 1000;
 /** Path under which a volume without a readable filesystem keeps its allocated bytes. */
 export const RAW_VOLUME_PATH = '/volume.raw';
+/** A disk's regions: the pseudo-volume `d<disk>` (part_index REGIONS_PART) holds them at this path. */
+export const REGIONS_PATH = '/regions.raw';
+export const REGIONS_PART = -1;
+/** The VM's configuration files: pseudo-disk slot CONFIG_SLOT (disk_index -1), volume `config` (part 0). */
+export const CONFIG_SLOT = 'config';
+export const CONFIG_DISK_INDEX = -1;
+export const CONFIG_VOLUME = 'config';
+/** Host files are read in blocks of this size. */
+const CONFIG_READ_BLOCK = 4 * 1024 * 1024;
+/** FsEntry flags whose content is not the bytes at the file's runs. */
+const NOT_ON_DISK_FLAGS = ['compressed', 'encrypted'];
 
 export interface BackupSource {
   name: string;
@@ -77,12 +104,23 @@ export interface VolumeSummary {
   problems: number;
 }
 
+export interface RegionSummary {
+  disk: number;
+  /** Ranges and bytes the disk's regions hold. */
+  runs: number;
+  bytes: number;
+}
+
 export interface BackupResult extends LiveStats {
   backupId: number;
   vm: string;
   durationMs: number;
   warningList: string[];
   volumes: VolumeSummary[];
+  /** Per disk, the non-file regions kept (issue 7 §1). */
+  regions: RegionSummary[];
+  /** Names of the VM's configuration files kept under /config. */
+  configFiles: string[];
 }
 
 export interface BackupOptions {
@@ -105,6 +143,12 @@ interface Part {
   segments: (string[] | undefined)[];
 }
 
+/** One disk's file runs, left out of its regions; a file whose read fails gives its runs back. */
+interface DiskFiles {
+  runs: FileRuns;
+  giveBack: ByteRange[];
+}
+
 interface PendingFile {
   volumeId: number;
   path: string;
@@ -112,6 +156,8 @@ interface PendingFile {
   parts: Part[];
   remaining: number;
   error?: SerializedError;
+  /** Set when the file's runs were left out of the regions: where they go back if the read fails. */
+  subtracted?: { disk: DiskFiles; volumeOffset: number; volumeLength: number };
 }
 
 /** Volume names as paths show them: d<disk>p<partition>. */
@@ -125,6 +171,8 @@ function toRecord(e: FsEntry, runs: DataRun[] | undefined): VersionRecord {
   if (e.attributes !== undefined) meta.attributes = e.attributes;
   if (e.ownerSid) meta.ownerSid = e.ownerSid;
   if (e.reparseTag !== undefined) meta.reparseTag = e.reparseTag;
+  // the disk rebuild must not write such content over its clusters: their bytes are in the regions
+  if (e.type === 'file' && e.flags?.some((f) => NOT_ON_DISK_FLAGS.includes(f))) meta.contentNotOnDisk = true;
   if (e.shortName) meta.shortName = e.shortName;
   if (e.rdev !== undefined) meta.rdev = e.rdev;
   if (e.xattrs?.length) {
@@ -148,6 +196,33 @@ function toRecord(e: FsEntry, runs: DataRun[] | undefined): VersionRecord {
   if (runs) r.runs = runs.map((x) => ({ ...x }) as RunRecord);
   if (e.streams?.length) r.streams = e.streams.map((s) => ({ name: s.name, size: s.size, chunks: [] }));
   return r;
+}
+
+/** The runs whose bytes are the content: not holes, not unwritten (content zeros, disk anything). */
+function* onDiskRanges(runs: readonly (DataRun | RunRecord)[]): Generator<ByteRange> {
+  for (const r of runs) {
+    if (r.volumeOffset !== null && !r.unwritten && r.length > 0) yield { offset: r.volumeOffset, length: r.length };
+  }
+}
+
+/** A file's on-disk runs into the disk's list, cut to its volume. */
+function addRuns(into: FileRuns, runs: readonly DataRun[], volumeOffset: number, volumeLength: number): void {
+  for (const r of shifted(onDiskRanges(runs), volumeOffset, volumeLength)) into.add(r.offset, r.length);
+}
+
+/** Volumes that share bytes with another (a hostile or broken partition table). */
+function overlappingVolumes(vols: readonly OpenVolume[]): Set<OpenVolume> {
+  const out = new Set<OpenVolume>();
+  const sorted = [...vols].sort((a, b) => a.volume.offset - b.volume.offset);
+  let reach: OpenVolume | undefined;
+  for (const v of sorted) {
+    if (reach && v.volume.offset < reach.volume.offset + reach.volume.length) {
+      out.add(v);
+      out.add(reach);
+    }
+    if (!reach || v.volume.offset + v.volume.length > reach.volume.offset + reach.volume.length) reach = v;
+  }
+  return out;
 }
 
 function describe(e: unknown): string {
@@ -205,6 +280,8 @@ class BackupRun {
   private chain: Promise<void> = Promise.resolve();
   private failure: unknown;
   private lastProgress = 0;
+  /** The disk being walked: its files' runs, for its regions. */
+  private diskFiles: DiskFiles | undefined;
 
   constructor(
     private readonly repo: Repo,
@@ -230,12 +307,12 @@ class BackupRun {
   }
 
   /** What every read task of one volume carries. */
-  private taskBase(diskPath: string, format: string | undefined, ov: OpenVolume): Omit<ReadTask, 'items'> {
+  private taskBase(diskPath: string, format: string | undefined, volumeIndex: number): Omit<ReadTask, 'items'> {
     return {
       image: diskPath,
       throttle: this.opts.throttle,
       openOptions: { format, parentRoots: this.opts.parentRoots },
-      volumeIndex: ov.volume.index,
+      volumeIndex,
       catalogPath: this.repo.catalogPath,
       chunkSizes: { ...this.repo.settings.chunkSizes },
       zstdLevel: this.repo.settings.zstdLevel,
@@ -247,7 +324,8 @@ class BackupRun {
   async volume(diskPath: string, format: string | undefined, ov: OpenVolume, volumeId: number): Promise<number> {
     const fs = ov.fs;
     if (!fs) throw new Error('volume() needs an open filesystem');
-    const base = this.taskBase(diskPath, format, ov);
+    const base = this.taskBase(diskPath, format, ov.volume.index);
+    const disk = this.diskFiles;
     let entries = 0;
     let lastYield = Date.now();
     for (const e of fs.walk()) {
@@ -272,7 +350,10 @@ class BackupRun {
       }
       const record = toRecord(e, runs);
       const cur = this.cat.currentVersion(volumeId, e.path);
+      // content stored that equals the bytes at its runs: those runs are no region
+      const onDisk = disk && runs && !record.meta?.contentNotOnDisk ? runs : undefined;
       if (cur && !cur.meta?.readError && sameContent(cur, record)) {
+        if (onDisk) addRuns(disk!.runs, onDisk, ov.volume.offset, ov.volume.length);
         this.cat.markSeen(cur.id);
         this.stats.unchanged++;
         this.writer.tick();
@@ -290,6 +371,10 @@ class BackupRun {
         continue;
       }
       const file: PendingFile = { volumeId, path: e.path, record, parts: [], remaining: 0 };
+      if (onDisk && disk && e.size > 0) {
+        addRuns(disk.runs, onDisk, ov.volume.offset, ov.volume.length);
+        file.subtracted = { disk, volumeOffset: ov.volume.offset, volumeLength: ov.volume.length };
+      }
       for (const p of parts) {
         const nseg = Math.ceil(p.size / SEGMENT_BYTES);
         file.parts.push({ stream: p.stream, segments: new Array<string[] | undefined>(nseg) });
@@ -314,7 +399,7 @@ class BackupRun {
 
   /** A volume we cannot read as files: its allocated bytes, as one stream with runs. */
   async rawVolume(diskPath: string, format: string | undefined, ov: OpenVolume, volumeId: number): Promise<void> {
-    const base = this.taskBase(diskPath, format, ov);
+    const base = this.taskBase(diskPath, format, ov.volume.index);
     const ranges = ov.device.allocated(0, ov.device.size);
     const runs: RunRecord[] = ranges.map((r) => ({ fileOffset: r.offset, volumeOffset: r.offset, length: r.length }));
     const total = ranges.reduce((a, r) => a + r.length, 0);
@@ -356,27 +441,209 @@ class BackupRun {
       }
     }
     if (cur.length) segs.push(cur);
+    await this.storeRanges(base, volumeId, RAW_VOLUME_PATH, record, segs);
+  }
+
+  /** One version whose content is the bytes of `segs` (device ranges) one after the other, read by the pool. */
+  private async storeRanges(
+    base: Omit<ReadTask, 'items'>,
+    volumeId: number,
+    path: string,
+    record: VersionRecord,
+    segs: ByteRange[][],
+  ): Promise<void> {
     if (segs.length === 0) {
-      this.writeFile({ volumeId, path: RAW_VOLUME_PATH, record, parts: [], remaining: 0 });
+      this.writeFile({ volumeId, path, record, parts: [], remaining: 0 });
       return;
     }
     const file: PendingFile = {
       volumeId,
-      path: RAW_VOLUME_PATH,
+      path,
       record,
       parts: [{ segments: new Array<string[] | undefined>(segs.length) }],
       remaining: segs.length,
     };
-    for (const [s, ranges2] of segs.entries()) {
+    for (const [s, ranges] of segs.entries()) {
       this.check();
       const key = this.nextKey++;
       this.pieces.set(key, { file, part: 0, seg: s });
       await this.addItem(
         base,
-        { kind: 'raw', key, ranges: ranges2 },
-        ranges2.reduce((a, r) => a + r.length, 0),
+        { kind: 'raw', key, ranges },
+        ranges.reduce((a, r) => a + r.length, 0),
       );
     }
+  }
+
+  // ---- regions and configuration files -------------------------------------------------------
+
+  /** Starts a disk: the runs of the files about to be walked are collected for its regions. */
+  beginDisk(): void {
+    this.diskFiles = { runs: new FileRuns(), giveBack: [] };
+  }
+
+  /**
+   * The disk's regions (regions.ts) as the version REGIONS_PATH of the
+   * pseudo-volume `d<disk>`. Call after settle(): every file of the disk has
+   * been read, so a file that failed has given its runs back.
+   */
+  async diskRegions(
+    diskPath: string,
+    format: string | undefined,
+    stack: DiskStack,
+    volumeId: number,
+    fsInfo: Map<OpenVolume, FsInfo>,
+  ): Promise<{ runs: number; bytes: number }> {
+    const files = this.diskFiles ?? { runs: new FileRuns(), giveBack: [] };
+    this.diskFiles = undefined;
+    const name = stack.disk.name;
+    const excluded: Iterable<ByteRange>[] = [];
+    const overlapping = overlappingVolumes(stack.volumes);
+    for (const ov of stack.volumes) {
+      const { offset, length } = ov.volume;
+      if (!ov.fs) {
+        excluded.push([{ offset, length }]); // kept whole as volume.raw
+        continue;
+      }
+      const fs = ov.fs;
+      const info = fsInfo.get(ov);
+      // free space is only free when no other volume claims the same bytes
+      if (!fs.allocated || !info || overlapping.has(ov)) continue;
+      const fsBytes = Math.min(length, info.totalBytes);
+      const used = trustedUsed(
+        () => fs.allocated!(),
+        fsBytes,
+        (e) => this.warn(`${ov.device.name}: free space: ${describe(e)}; the rest of the volume is kept as used`),
+      );
+      excluded.push(shifted(complement(used, 0, fsBytes), offset, length));
+    }
+    if (files.runs.droppedBytes > 0) {
+      this.warn(`${name}: ${files.runs.droppedBytes} bytes of file runs past the cap are kept in the regions too`);
+    }
+    const giveBack = [...merged(files.giveBack.sort((a, b) => a.offset - b.offset))];
+    excluded.push(subtract(files.runs.ranges(), giveBack));
+    const res = regions(deviceAllocated(stack.disk), excluded);
+    if (res.joinedGap > 0) {
+      this.warn(`${name}: regions joined across gaps under ${res.joinedGap} bytes to stay under their run cap`);
+    }
+    this.stats.bytesScanned += res.bytes;
+    this.stats.totalBytes += res.bytes;
+    const record: VersionRecord = {
+      fsId: 'regions',
+      type: 'file',
+      size: stack.disk.size,
+      mode: 0o600,
+      uid: 0,
+      gid: 0,
+      nlink: 1,
+      mtimeNs: 0n,
+      atimeNs: 0n,
+      ctimeNs: 0n,
+      runs: res.runs.map((r) => ({ fileOffset: r.offset, volumeOffset: r.offset, length: r.length })),
+      meta: { diskRegions: true, allocatedBytes: res.bytes },
+      chunks: [],
+    };
+    const base = this.taskBase(diskPath, format, WHOLE_DISK);
+    await this.storeRanges(base, volumeId, REGIONS_PATH, record, pieces(res.runs, SEGMENT_BYTES));
+    return { runs: res.runs.length, bytes: res.bytes };
+  }
+
+  /** The VM's configuration files as versions `/<name>` of the config volume; unchanged ones are not read. */
+  async configFiles(volumeId: number, files: ConfigFile[]): Promise<void> {
+    const root: VersionRecord = {
+      fsId: 'config',
+      type: 'dir',
+      size: 0,
+      mode: 0o755,
+      uid: 0,
+      gid: 0,
+      nlink: 1,
+      mtimeNs: 0n,
+      atimeNs: 0n,
+      ctimeNs: 0n,
+      meta: {},
+    };
+    this.keepOrInsert(volumeId, '/', root);
+    for (const f of files) {
+      this.check();
+      const path = `/${f.name}`;
+      const record: VersionRecord = {
+        fsId: String(f.ino),
+        type: 'file',
+        size: f.size,
+        mode: f.mode,
+        uid: f.uid,
+        gid: f.gid,
+        nlink: 1,
+        mtimeNs: f.mtimeNs,
+        atimeNs: f.atimeNs,
+        ctimeNs: f.ctimeNs,
+        meta: { hostPath: f.path },
+      };
+      if (f.btimeNs > 0n) record.btimeNs = f.btimeNs;
+      this.stats.entries++;
+      this.stats.files++;
+      this.stats.bytesScanned += f.size;
+      const cur = this.cat.currentVersion(volumeId, path);
+      if (cur && !cur.meta?.readError && sameContent(cur, record)) {
+        this.cat.markSeen(cur.id);
+        this.stats.unchanged++;
+        this.writer.tick();
+        continue;
+      }
+      this.stats.changed++;
+      try {
+        record.chunks = await this.hostFileChunks(f);
+      } catch (e) {
+        this.warn(`${f.path}: not read: ${describe(e)}`);
+        record.meta = { ...record.meta, readError: { code: 'CONFIG_READ', message: describe(e) } };
+      }
+      this.cat.insertVersion(volumeId, path, this.backupId, record);
+      this.writer.tick();
+    }
+  }
+
+  /** A host file's chunks, the new ones packed; exactly f.size bytes or an error (it changed under us). */
+  private async hostFileChunks(f: ConfigFile): Promise<string[]> {
+    const chunker = new ContentChunker(this.repo.settings.chunkSizes);
+    const hashes: string[] = [];
+    const take = async (list: ReturnType<ContentChunker['push']>): Promise<void> => {
+      for (const c of list) {
+        hashes.push(c.hash);
+        if (!this.pack.has(c.hash) && !this.cat.hasChunk(c.hash)) {
+          await this.addChunk(encodeChunk(c, { level: this.repo.settings.zstdLevel }));
+        }
+      }
+    };
+    const fd = openSync(f.path, 'r');
+    try {
+      const buf = Buffer.alloc(Math.min(CONFIG_READ_BLOCK, Math.max(1, f.size)));
+      let pos = 0;
+      while (pos < f.size) {
+        const n = readSync(fd, buf, 0, Math.min(buf.length, f.size - pos), pos);
+        if (n === 0) {
+          throw errorsFor({ image: f.path, layer: 'file' }).truncated(
+            'CONFIG_SHRANK',
+            `file ended at ${pos} of ${f.size} bytes while being read`,
+          );
+        }
+        pos += n;
+        this.stats.bytesRead += n;
+        await take(chunker.push(buf.subarray(0, n)));
+      }
+      await take(chunker.end());
+    } finally {
+      closeSync(fd);
+    }
+    return hashes;
+  }
+
+  /** Marks the current version seen when it is the same, else inserts the record. */
+  private keepOrInsert(volumeId: number, path: string, record: VersionRecord): void {
+    const cur = this.cat.currentVersion(volumeId, path);
+    if (cur && sameContent(cur, record)) this.cat.markSeen(cur.id);
+    else this.cat.insertVersion(volumeId, path, this.backupId, record);
+    this.writer.tick();
   }
 
   // ---- tasks --------------------------------------------------------------------------------
@@ -421,12 +688,17 @@ class BackupRun {
     this.writer.tick(0);
   }
 
-  /** Waits for every task, then stores the last pack. */
-  async drain(): Promise<void> {
+  /** Waits for every task submitted so far and for their results to be recorded. */
+  async settle(): Promise<void> {
     await this.submit();
     while (this.inFlight.size > 0) await Promise.race(this.inFlight);
     await this.chain;
     this.check();
+  }
+
+  /** Waits for every task, then stores the last pack. */
+  async drain(): Promise<void> {
+    await this.settle();
     if (this.pack.count > 0) await this.flushPack();
   }
 
@@ -478,6 +750,11 @@ class BackupRun {
   private writeFile(file: PendingFile): void {
     const rec = file.record;
     if (file.error) {
+      if (file.subtracted) {
+        // its content is not stored: its clusters go back into the regions
+        const { disk, volumeOffset, volumeLength } = file.subtracted;
+        for (const r of shifted(onDiskRanges(rec.runs ?? []), volumeOffset, volumeLength)) disk.giveBack.push(r);
+      }
       this.warn(`${file.path}: not read: ${file.error.code}: ${file.error.message}`);
       rec.meta = { ...rec.meta, readError: { code: file.error.code, message: file.error.message } };
       delete rec.chunks;
@@ -498,8 +775,8 @@ class BackupRun {
         }));
       }
     }
-    if (rec.meta?.rawVolume && !file.error) {
-      // a raw volume is read every time (no metadata tells us it is unchanged); same bytes → same version
+    if ((rec.meta?.rawVolume || rec.meta?.diskRegions) && !file.error) {
+      // a raw volume or a disk's regions are read every time (no metadata tells us they are unchanged); same bytes → same version
       const cur = this.cat.currentVersion(file.volumeId, file.path);
       if (
         cur &&
@@ -552,7 +829,10 @@ export async function backupVm(repo: Repo, source: BackupSource, opts: BackupOpt
     );
   }
   const volumes: VolumeSummary[] = [];
+  const regionSummaries: RegionSummary[] = [];
   const stacks: DiskStack[] = [];
+  const config = configFiles(source);
+  for (const w of config.warnings) run.warn(w);
   try {
     run.beginWrites();
     for (const [diskIndex, d] of source.disks.entries()) {
@@ -566,6 +846,8 @@ export async function backupVm(repo: Repo, source: BackupSource, opts: BackupOpt
         scheme: stack.map.scheme,
       });
       for (const w of stack.map.warnings ?? []) run.warn(`${d.path}: ${String(w)}`);
+      run.beginDisk();
+      const fsInfo = new Map<OpenVolume, FsInfo>();
       for (const ov of stack.volumes) {
         const name = volumeName(diskIndex, ov.volume.index);
         const volumeId = cat.upsertVolume(diskId, ov.volume.index, name);
@@ -574,6 +856,7 @@ export async function backupVm(repo: Repo, source: BackupSource, opts: BackupOpt
         if (ov.fs) {
           try {
             const info = ov.fs.info();
+            fsInfo.set(ov, info);
             label = info.label || undefined;
             run.stats.totalBytes += info.usedBytes;
             uuid = info.uuid || undefined;
@@ -618,6 +901,21 @@ export async function backupVm(repo: Repo, source: BackupSource, opts: BackupOpt
           problems: ov.fs?.problems.length ?? 0,
         });
       }
+      // the disk's files are all read (or failed) before its regions are known
+      await run.settle();
+      const regionsId = cat.upsertVolume(diskId, REGIONS_PART, `d${diskIndex}`);
+      cat.addBackupVolume(backupId, regionsId, { offset: 0, length: stack.disk.size, fsType: 'regions', mode: 'raw' });
+      const r = await run.diskRegions(d.path, d.format, stack, regionsId, fsInfo);
+      regionSummaries.push({ disk: diskIndex, runs: r.runs, bytes: r.bytes });
+    }
+    if (config.files.length > 0) {
+      const diskId = cat.upsertDisk(vmId, CONFIG_SLOT, CONFIG_DISK_INDEX);
+      const bytes = config.files.reduce((a, f) => a + f.size, 0);
+      cat.addBackupDisk(backupId, diskId, { imagePath: dirname(config.files[0]!.path), format: 'host', size: bytes });
+      const volumeId = cat.upsertVolume(diskId, 0, CONFIG_VOLUME);
+      cat.addBackupVolume(backupId, volumeId, { offset: 0, length: bytes, fsType: 'host', mode: 'files' });
+      await run.settle();
+      await run.configFiles(volumeId, config.files);
     }
     await run.drain();
     run.endWrites();
@@ -628,6 +926,8 @@ export async function backupVm(repo: Repo, source: BackupSource, opts: BackupOpt
       durationMs: Date.now() - t0,
       warningList: run.warnings,
       volumes,
+      regions: regionSummaries,
+      configFiles: config.files.map((f) => f.name),
     };
     delete result.currentPath;
     opts.hook?.('before-complete');
