@@ -6,7 +6,7 @@
  * snapshots.
  */
 import { createHash } from 'node:crypto';
-import { copyFileSync, mkdtempSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fixture } from '../helpers/fixtures.js';
@@ -116,10 +116,11 @@ export function mv(dir: string, from: string, to: string): void {
   renameSync(join(dir, from), join(dir, to));
 }
 
-/** Every file's name and SHA-256: what "nothing was written" compares. */
+/** Every file's name and SHA-256 (folders skipped): what "nothing was written" compares. */
 export function snapshotFolder(dir: string): Record<string, string> {
   const out: Record<string, string> = {};
   for (const f of readdirSync(dir).sort()) {
+    if (!statSync(join(dir, f)).isFile()) continue;
     out[f] = createHash('sha256')
       .update(readFileSync(join(dir, f)))
       .digest('hex');

@@ -8,7 +8,9 @@
  * which refuses a parentCID that is not its parent's CID, as VMware does.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
@@ -26,7 +28,7 @@ import { parseDictionary } from '../../agent/source/dictionary.js';
 import { openDisk } from '../../parsers/disk/open.js';
 import { parseDescriptor, type Descriptor } from '../../parsers/disk/vmdk/descriptor.js';
 import { errorsFor, LimitError, ChainError, isVdbakError, CorruptError } from '../../parsers/errors.js';
-import { run } from '../helpers/fixtures.js';
+import { fixture, ROOT, run } from '../helpers/fixtures.js';
 import { DISK_FILES, makeVmFolder, snapshotFolder, untouchedLines, VMSD, VMX } from './patch-fixture.js';
 
 const CHAIN_RENAMES: Record<string, string> = {
@@ -406,5 +408,51 @@ describe('errors name the file and the field', () => {
       ]),
     );
     expect(() => openDisk(join(dir, 'win01-000001.vmdk')).close()).toThrow(ChainError);
+  });
+});
+
+describe('the sample store’s win01 (NTFS on GPT, monolithicSparse with a snapshot delta, made by qemu-img)', () => {
+  it('restored as a renamed chain: same guest bytes before and after the patch, and the chain opens', async () => {
+    const script = readFileSync(join(ROOT, 'scripts', 'make-sample-store.sh'));
+    const store = fixture('sample-store.sh', [createHash('sha256').update(script).digest('hex').slice(0, 16)]);
+    const dir = mkdtempSync(join(tmpdir(), 'vdbak-patch-sample-'));
+    copyFileSync(join(store, 'win01', 'win01.vmdk'), join(dir, 'dr-win01.vmdk'));
+    copyFileSync(join(store, 'win01', 'win01-000001.vmdk'), join(dir, 'dr-win01-000001.vmdk'));
+    writeFileSync(
+      join(dir, 'win01.vmx'),
+      '.encoding = "UTF-8"\ndisplayName = "win01"\nscsi0.present = "TRUE"\nscsi0:0.present = "TRUE"\nscsi0:0.fileName = "win01-000001.vmdk"\n',
+    );
+    const rawSha = (f: string) => {
+      const raw = join(dir, 'check.raw');
+      run('qemu-img', ['convert', '-f', 'vmdk', '-O', 'raw', join(dir, f), raw]);
+      const sha = createHash('sha256').update(readFileSync(raw)).digest('hex');
+      rmSync(raw);
+      return sha;
+    };
+    // before the patch the renamed delta names its parent by the old name: give qemu the old name for the oracle
+    copyFileSync(join(dir, 'dr-win01.vmdk'), join(dir, 'win01.vmdk'));
+    const before = rawSha('dr-win01-000001.vmdk');
+    rmSync(join(dir, 'win01.vmdk'));
+    const { plan } = await patchFolder(dir, {
+      name: 'dr-win01',
+      datastoreMap: [],
+      diskFiles: [
+        { old: 'win01.vmdk', new: 'dr-win01.vmdk' },
+        { old: 'win01-000001.vmdk', new: 'dr-win01-000001.vmdk' },
+      ],
+    });
+    expect(plan.warnings).toEqual([]);
+    expect(rawSha('dr-win01-000001.vmdk')).toBe(before);
+    const leaf = descriptorOf(join(dir, 'dr-win01-000001.vmdk'));
+    expect(leaf.parentFileNameHint).toBe('dr-win01.vmdk');
+    expect(leaf.parentCid).toBe(descriptorOf(join(dir, 'dr-win01.vmdk')).cid);
+    const vmx = parseVmx(readFileSync(join(dir, 'dr-win01.vmx'), 'utf8'), 'dr-win01.vmx');
+    expect([vmx.displayName, vmx.disks[0]?.fileName]).toEqual(['dr-win01', 'dr-win01-000001.vmdk']);
+    const disk = openDisk(join(dir, 'dr-win01-000001.vmdk'));
+    try {
+      expect(disk.read(512, 8).toString('latin1')).toBe('EFI PART');
+    } finally {
+      disk.close();
+    }
   });
 });

@@ -87,9 +87,9 @@ function checkUnchanged(plan: PatchPlan): void {
 
 function writeTemp(f: PatchFilePlan, content: Buffer): string {
   const tmp = `${f.path}.tmp-${process.pid}`;
-  rmSync(tmp, { force: true });
   let fd: number | undefined;
   try {
+    rmSync(tmp, { force: true });
     fd = openSync(tmp, 'wx', statSync(f.path).mode & 0o7777);
     writeSync(fd, content);
     fsyncSync(fd);
@@ -127,7 +127,10 @@ function fsyncFolder(folder: string): void {
 function removeStrayTemps(folder: string): void {
   const names = new Set(readdirSync(folder));
   for (const n of names) {
-    if (TEMP_RE.test(n) && names.has(n.replace(TEMP_RE, ''))) rmSync(join(folder, n), { force: true });
+    const path = join(folder, n);
+    if (TEMP_RE.test(n) && names.has(n.replace(TEMP_RE, '')) && statSync(path, { throwIfNoEntry: false })?.isFile()) {
+      rmSync(path, { force: true });
+    }
   }
 }
 

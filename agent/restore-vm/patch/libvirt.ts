@@ -28,11 +28,15 @@ import type { PatchChange, PatchFilePlan } from './types.js';
 
 /** How far into a file we look for the root element's name. */
 const SNIFF_CHARS = 4096;
-/** The root element of a domain, after an optional declaration and comments. */
-const DOMAIN_ROOT_RE = /^\uFEFF?\s*(?:<\?[^]*?\?>\s*)?(?:<!--[^]*?-->\s*)*<domain[\s>/]/;
+/**
+ * A <domain> start tag near the top: the file is read as a domain (and a
+ * DOCTYPE or anything else our reader refuses is then an error, not a file
+ * silently left unpatched).
+ */
+const DOMAIN_TAG_RE = /<domain[\s>/]/;
 
 export function isDomainXml(bytes: Buffer): boolean {
-  return DOMAIN_ROOT_RE.test(bytes.subarray(0, SNIFF_CHARS).toString('utf8'));
+  return DOMAIN_TAG_RE.test(bytes.subarray(0, SNIFF_CHARS).toString('utf8'));
 }
 
 interface Edit {

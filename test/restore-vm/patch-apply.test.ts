@@ -1,0 +1,139 @@
+/**
+ * applyPatch is all or nothing and one at a time (issue 7 §3): a stale plan,
+ * a failed temporary write and a kill -9 between the temporary writes and the
+ * renames leave every original as it was; two patches of one backup run one
+ * after the other; a lock file left by a dead process is taken over.
+ *
+ * The kill test runs the built module (`npm run build` first), as the CLI
+ * crash tests do.
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { describe, expect, it } from 'vitest';
+import { applyPatch, patchFolder, planPatch, type PatchStep } from '../../agent/restore-vm/patch/index.js';
+import { LOCK_FILE, withPatchLock } from '../../agent/restore-vm/patch/lock.js';
+import { parseVmx } from '../../agent/source/vmx.js';
+import { CorruptError, IoError } from '../../parsers/errors.js';
+import { ROOT } from '../helpers/fixtures.js';
+import { DISK_FILES, makeVmFolder, snapshotFolder } from './patch-fixture.js';
+
+const OPTS = {
+  name: 'new01',
+  datastoreMap: [{ from: 'ds1', to: 'ds2' }],
+  diskFiles: DISK_FILES.map((f) => ({ old: f, new: f })),
+};
+const DIST = join(ROOT, 'dist', 'agent', 'restore-vm', 'patch', 'index.js');
+
+async function rejection(p: Promise<unknown>): Promise<unknown> {
+  try {
+    await p;
+  } catch (e) {
+    return e;
+  }
+  throw new Error('expected a rejection');
+}
+
+describe('all or nothing', () => {
+  it('a plan whose file changed since is refused (PATCH_STALE) and nothing is written', async () => {
+    const dir = makeVmFolder();
+    const plan = planPatch(dir, OPTS);
+    writeFileSync(join(dir, 'win01.vmsd'), '.encoding = "UTF-8"\n');
+    const before = snapshotFolder(dir);
+    const e = await rejection(applyPatch(plan));
+    expect(e).toBeInstanceOf(CorruptError);
+    expect(e).toMatchObject({ code: 'PATCH_STALE', image: join(dir, 'win01.vmsd') });
+    expect(snapshotFolder(dir)).toEqual(before);
+  });
+
+  it('a temporary that cannot be written: a typed error, every original intact, no temporary left', async () => {
+    const dir = makeVmFolder();
+    const before = snapshotFolder(dir);
+    // the .vmsd's temporary is a folder: written after the .vmx's, which must be removed again
+    mkdirSync(join(dir, `win01.vmsd.tmp-${process.pid}`));
+    const e = await rejection(patchFolder(dir, OPTS));
+    expect(e).toBeInstanceOf(IoError);
+    expect(e).toMatchObject({ code: 'PATCH_WRITE', image: join(dir, `win01.vmsd.tmp-${process.pid}`) });
+    expect(snapshotFolder(dir)).toEqual(before);
+    expect(existsSync(join(dir, LOCK_FILE))).toBe(false);
+  });
+
+  it('kill -9 between the temporary writes and the renames leaves the originals; the next patch cleans up', async () => {
+    const dir = makeVmFolder();
+    const before = snapshotFolder(dir);
+    const script = `
+      const { patchFolder } = await import(${JSON.stringify(DIST)});
+      await patchFolder(${JSON.stringify(dir)}, ${JSON.stringify(OPTS)}, {
+        hook: (step) => { if (step === 'temps-written') process.kill(process.pid, 'SIGKILL'); },
+      });
+    `;
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8' });
+    expect(r.signal, r.stderr).toBe('SIGKILL');
+    const after = snapshotFolder(dir);
+    const temps = Object.keys(after).filter((f) => /\.tmp-\d+$/.test(f));
+    expect(temps.length).toBeGreaterThan(1);
+    for (const t of temps) delete after[t];
+    delete after[LOCK_FILE];
+    expect(after).toEqual(before);
+    // the dead process's lock and temporaries do not stop the next patch
+    await patchFolder(dir, OPTS);
+    expect(readdirSync(dir).filter((f) => /\.tmp-\d+$/.test(f) || f === LOCK_FILE)).toEqual([]);
+    expect(parseVmx(readFileSync(join(dir, 'new01.vmx'), 'utf8'), 'new01.vmx').displayName).toBe('new01');
+  });
+});
+
+describe('one at a time', () => {
+  it('two patches of one backup run one after the other; the second plans from the first’s result', async () => {
+    const dir = makeVmFolder();
+    const events: string[] = [];
+    const hook = (who: string) => (step: PatchStep) => events.push(`${who}:${step}`);
+    const [a, b] = await Promise.all([
+      patchFolder(dir, { ...OPTS, lockKey: 'backup-7' }, { hook: hook('a') }),
+      patchFolder(dir, { ...OPTS, lockKey: 'backup-7' }, { hook: hook('b') }),
+    ]);
+    expect(events).toEqual(['a:temps-written', 'a:renamed', 'b:temps-written', 'b:renamed']);
+    expect(a.plan.files.find((f) => f.kind === 'vmx')?.renameTo).toBe(join(dir, 'new01.vmx'));
+    expect(b.plan.files.find((f) => f.kind === 'vmx')?.path).toBe(join(dir, 'new01.vmx'));
+    expect(b.plan.renames).toEqual([]);
+    expect(existsSync(join(dir, LOCK_FILE))).toBe(false);
+  });
+
+  it('plans made together are applied one after the other: the second finds its files changed', async () => {
+    const dir = makeVmFolder();
+    const p1 = planPatch(dir, { ...OPTS, name: undefined });
+    const p2 = planPatch(dir, { ...OPTS, name: undefined });
+    const [r1, r2] = await Promise.allSettled([applyPatch(p1), applyPatch(p2)]);
+    expect(r1.status).toBe('fulfilled');
+    expect(r2.status === 'rejected' && (r2.reason as CorruptError).code).toBe('PATCH_STALE');
+  });
+
+  it('the lock holds across awaits: one backup in two folders (the mutex), one folder under two keys (the lock file)', async () => {
+    const d1 = makeVmFolder();
+    const d2 = makeVmFolder();
+    const events: string[] = [];
+    const job = (who: string) => async () => {
+      events.push(`${who}+`);
+      await sleep(30);
+      events.push(`${who}-`);
+    };
+    await Promise.all([withPatchLock('b1', d1, job('a')), withPatchLock('b1', d2, job('b'))]);
+    await Promise.all([withPatchLock('x', d1, job('c')), withPatchLock('y', d1, job('d'))]);
+    expect(events).toEqual(['a+', 'a-', 'b+', 'b-', 'c+', 'c-', 'd+', 'd-']);
+  });
+
+  it('across processes: a live holder makes us wait, then PATCH_LOCKED; a dead one is taken over', async () => {
+    const dir = makeVmFolder();
+    const sleeper = spawn('sleep', ['30']);
+    try {
+      writeFileSync(join(dir, LOCK_FILE), `${sleeper.pid}\n`);
+      const e = await rejection(withPatchLock('k', dir, () => 1, 300));
+      expect(e).toMatchObject({ code: 'PATCH_LOCKED' });
+    } finally {
+      sleeper.kill('SIGKILL');
+    }
+    await new Promise((r) => sleeper.once('exit', r));
+    expect(await withPatchLock('k', dir, () => 2, 300)).toBe(2);
+    expect(existsSync(join(dir, LOCK_FILE))).toBe(false);
+  });
+});
