@@ -28,6 +28,7 @@ export interface ErrorBody {
 /** Codes whose kind alone would give the wrong status. */
 const STATUS_BY_CODE: Readonly<Record<string, number>> = {
   REPO_LOCKED: 409,
+  VM_VANISHED: 409,
   VM_AMBIGUOUS: 409,
   VOLUME_AMBIGUOUS: 409,
   PATH_DOTDOT: 400,

@@ -6,11 +6,12 @@
  */
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { get as httpGet } from 'node:http';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { run } from '../helpers/fixtures.js';
 import { vdbakOk } from '../helpers/vdbak.js';
-import { apiFixture, call, get, getAll, type ApiFixture } from './helpers.js';
+import { apiFixture, call, get, getAll, TOKEN, type ApiFixture } from './helpers.js';
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
@@ -37,6 +38,29 @@ describe('VMs and backups', () => {
       expect(v.lastBackup.id).toBe(backups.find((b) => b.vmName === v.name)!.id);
     }
     expect((await get<{ items: unknown[] }>(f, '/vms?present=false')).items).toEqual([]);
+  });
+
+  it('a vanished VM is listed as such, stays browsable, and cannot be backed up', async () => {
+    const cat = f.repo.catalog;
+    const lin = cat.findVms('lin01')[0]!;
+    cat.db.prepare('UPDATE vms SET vanished_ms = ? WHERE id = ?').run(1_700_000_000_000, lin.id);
+    try {
+      const gone = await get<{ items: { name: string; present: boolean; vanishedMs: number }[] }>(
+        f,
+        '/vms?present=false',
+      );
+      expect(gone.items).toEqual([
+        expect.objectContaining({ name: 'lin01', present: false, vanishedMs: 1_700_000_000_000 }),
+      ]);
+      expect((await get<{ items: { name: string }[] }>(f, '/vms?present=true')).items.map((v) => v.name)).toEqual([
+        'win01',
+      ]);
+      expect((await get<{ items: unknown[] }>(f, '/backups/lin01/tree?path=/d0p1')).items.length).toBeGreaterThan(0);
+      const b = await call<{ error: { code: string } }>(f, 'POST', '/backups', { body: { vm: 'lin01' } });
+      expect([b.status, b.body.error.code]).toEqual([409, 'VM_VANISHED']);
+    } finally {
+      cat.db.prepare('UPDATE vms SET vanished_ms = NULL WHERE id = ?').run(lin.id);
+    }
   });
 
   it('GET /vms/{vm}/disks describes the disks and volumes as the backup recorded them', async () => {
@@ -209,5 +233,27 @@ describe('downloads', () => {
     expect([none.status, none.body.error.code]).toEqual([404, 'PATH_NOT_FOUND']);
     const noPath = await call<{ error: { code: string } }>(f, 'GET', '/backups/lin01/download');
     expect([noPath.status, noPath.body.error.code]).toEqual([400, 'BAD_PARAM']);
+  });
+
+  it('a client that goes away mid-download ends the foreground work and the server keeps serving', async () => {
+    const photo = encodeURIComponent('/d0p2/Users/ana/Documents/photo.jpg');
+    const before = f.foregroundCalls.n;
+    await new Promise<void>((resolve, reject) => {
+      const req = httpGet(
+        `${f.url}/backups/win01/download?path=${photo}`,
+        { headers: { Authorization: `Bearer ${TOKEN}` } },
+        (res) => {
+          expect(res.statusCode).toBe(200);
+          res.once('data', () => {
+            req.destroy();
+            resolve();
+          });
+        },
+      );
+      req.on('error', (e: NodeJS.ErrnoException) => (e.code === 'ECONNRESET' ? undefined : reject(e)));
+    });
+    expect(f.foregroundCalls.n).toBe(before + 1);
+    await expect.poll(() => f.foregroundCalls.active, { timeout: 10_000 }).toBe(0);
+    expect((await get<{ ok: boolean }>(f, '/health')).ok).toBe(true);
   });
 });

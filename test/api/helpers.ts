@@ -22,8 +22,8 @@ export interface ApiFixture {
   repo: Repo;
   jobs: JobStore;
   ctx: DaemonContext;
-  /** Downloads that went through ctx.foreground. */
-  foregroundCalls: { n: number };
+  /** Downloads that went through ctx.foreground: started, and still running. */
+  foregroundCalls: { n: number; active: number };
   roots: { base: string; root: string };
   server: ApiServer;
   url: string;
@@ -53,7 +53,7 @@ export async function apiFixture(prefix: string): Promise<ApiFixture> {
   }) as DaemonConfig;
   const repo = openRepo(repoPath);
   const jobs = new JobStore(repo.catalog);
-  const foregroundCalls = { n: 0 };
+  const foregroundCalls = { n: 0, active: 0 };
   const status: DaemonStatus = {
     pid: process.pid,
     version: 'test',
@@ -72,7 +72,12 @@ export async function apiFixture(prefix: string): Promise<ApiFixture> {
     status: () => ({ ...status, queued: jobs.queuedCount() }),
     foreground: async (fn) => {
       foregroundCalls.n++;
-      return fn();
+      foregroundCalls.active++;
+      try {
+        return await fn();
+      } finally {
+        foregroundCalls.active--;
+      }
     },
     log: pino({ level: 'silent' }),
   };
