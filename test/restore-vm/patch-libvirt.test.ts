@@ -161,7 +161,7 @@ describe('a libvirt domain with two disks, a CD-ROM and two NICs', () => {
       [old.macs[1], now.macs[1]],
       ['>/var/lib/libvirt/qemu/nvram/lin01_VARS.fd<', `>${now.nvram}<`],
     ] as const) {
-      expected = expected.replace(a, b ?? '');
+      expected = expected.replace(a ?? '', b ?? '');
     }
     expect(readFileSync(join(dir, 'lin01.xml'), 'utf8')).toBe(expected);
     expect(plan.warnings).toEqual([]);
