@@ -53,13 +53,29 @@ export async function writeNonZero(writer: DiskWriter, offset: number, bytes: Ui
   return written;
 }
 
+/** Bytes of a stored stream that start at `offset` in it. */
+export interface Segment {
+  offset: number;
+  bytes: Uint8Array;
+}
+
+/** A stream read from its start, as segments. */
+export async function* contiguous(source: AsyncIterable<Uint8Array>): AsyncGenerator<Segment> {
+  let offset = 0;
+  for await (const bytes of source) {
+    yield { offset, bytes };
+    offset += bytes.byteLength;
+  }
+}
+
 /**
- * Streams `source` onto the disk through `pieces` (sorted by streamOffset, not
- * overlapping). With `exact`, the stream must hold exactly `exact` bytes;
+ * Puts `source` (segments in stream order, maybe with gaps where no piece
+ * needs bytes) on the disk through `pieces` (sorted by streamOffset, not
+ * overlapping). With `exact`, the stream must end at exactly `exact` bytes;
  * otherwise reading stops once the last piece is written.
  */
 export async function placeStream(
-  source: AsyncIterable<Uint8Array>,
+  source: AsyncIterable<Segment>,
   pieces: readonly Piece[],
   writer: DiskWriter,
   counters: PlaceCounters,
@@ -67,37 +83,39 @@ export async function placeStream(
   check: () => void,
   exact?: number,
 ): Promise<void> {
-  let pos = 0;
+  const err = errorsFor({ image: what, layer: 'restore' });
   let i = 0;
-  for await (const buf of source) {
+  /** The next stream byte a piece needs. */
+  let next = pieces[0]?.streamOffset ?? 0;
+  let end = 0;
+  for await (const { offset, bytes } of source) {
     check();
-    const bufStart = pos;
-    const bufEnd = pos + buf.byteLength;
-    pos = bufEnd;
+    const segEnd = offset + bytes.byteLength;
+    end = segEnd;
     while (i < pieces.length) {
+      if (next < offset) {
+        throw err.corrupt('REBUILD_SHORT_STREAM', `stored bytes ${next}..${offset} are missing`, { offset: next });
+      }
+      if (next >= segEnd) break;
       const p = pieces[i]!;
       const pEnd = p.streamOffset + p.length;
-      if (p.streamOffset >= bufEnd) break;
-      const from = Math.max(p.streamOffset, bufStart);
-      const to = Math.min(pEnd, bufEnd);
-      if (to > from) {
-        const part = buf.subarray(from - bufStart, to - bufStart);
-        counters.written += await writeNonZero(writer, p.diskOffset + (from - p.streamOffset), part);
-        counters.bytes += part.byteLength;
-      }
-      if (pEnd > bufEnd) break;
+      const to = Math.min(pEnd, segEnd);
+      const part = bytes.subarray(next - offset, to - offset);
+      counters.written += await writeNonZero(writer, p.diskOffset + (next - p.streamOffset), part);
+      counters.bytes += part.byteLength;
+      next = to;
+      if (to < pEnd) break;
       i++;
+      if (i < pieces.length) next = pieces[i]!.streamOffset;
     }
     if (i >= pieces.length && exact === undefined) return;
   }
-  const err = errorsFor({ image: what, layer: 'restore' });
   if (i < pieces.length) {
-    throw err.corrupt(
-      'REBUILD_SHORT_STREAM',
-      `the stored bytes end at ${pos}, its runs need ${pieces.at(-1)!.streamOffset + pieces.at(-1)!.length}`,
-    );
+    throw err.corrupt('REBUILD_SHORT_STREAM', `the stored bytes end at ${end}, its runs need byte ${next}`, {
+      offset: next,
+    });
   }
-  if (exact !== undefined && pos !== exact) {
-    throw err.corrupt('REBUILD_STREAM_LENGTH', `the stored bytes are ${pos} long, its runs say ${exact}`);
+  if (exact !== undefined && end !== exact) {
+    throw err.corrupt('REBUILD_STREAM_LENGTH', `the stored bytes are ${end} long, its runs say ${exact}`);
   }
 }

@@ -22,9 +22,9 @@ import type { RunRecord, VersionRow } from '../../catalog/records.js';
 import { errorsFor } from '../../parsers/errors.js';
 import type { Target } from '../../transport/targets/types.js';
 import { RAW_VOLUME_PATH } from '../backup/job.js';
-import { ChunkStore, versionContent } from '../restore/chunks.js';
+import { ChunkStore } from '../restore/chunks.js';
 import { Extents } from './extents.js';
-import { type Piece, type PlaceCounters, placeStream } from './place.js';
+import { contiguous, type Piece, type PlaceCounters, placeStream, type Segment } from './place.js';
 import type { DiskWriter } from './writers/types.js';
 
 /** The regions pseudo-volume's part_index and fs_type, and its one version's path. */
@@ -130,6 +130,44 @@ export function filePieces(v: VersionRow, vol: BackupVolumeRow, err: ReturnType<
     end = r.fileOffset + length;
   }
   return pieces;
+}
+
+/**
+ * The chunks of a file that hold bytes some piece needs, with their offsets
+ * in the content: the chunks of holes (a sparse file's zeros) are not read.
+ */
+function neededChunks(
+  cat: Catalog,
+  v: VersionRow,
+  pieces: readonly Piece[],
+  what: string,
+): { hash: string; offset: number; length: number }[] {
+  const err = errorsFor({ image: what, layer: 'catalog' });
+  const out: { hash: string; offset: number; length: number }[] = [];
+  let offset = 0;
+  let pi = 0;
+  for (const hash of v.chunks ?? []) {
+    const loc = cat.chunkLocation(hash);
+    if (!loc) throw err.notFound('CHUNK_UNKNOWN', `chunk ${hash} is referenced but not in the catalog`);
+    const end = offset + loc.rawLength;
+    while (pi < pieces.length && pieces[pi]!.streamOffset + pieces[pi]!.length <= offset) pi++;
+    if (pi < pieces.length && pieces[pi]!.streamOffset < end) out.push({ hash, offset, length: loc.rawLength });
+    offset = end;
+  }
+  if (offset !== v.size) {
+    throw err.corrupt('CONTENT_LENGTH', `content holds ${offset} bytes, the catalog says ${v.size}`);
+  }
+  return out;
+}
+
+async function* chunkSegments(
+  store: ChunkStore,
+  chunks: readonly { hash: string; offset: number; length: number }[],
+): AsyncGenerator<Segment> {
+  let k = 0;
+  for await (const bytes of store.stream(chunks.map((c) => c.hash))) {
+    yield { offset: chunks[k++]!.offset, bytes };
+  }
 }
 
 /** Content that is put back on the disk at its runs (not a raw volume, not bytes kept in the regions). */
@@ -315,7 +353,8 @@ export async function rebuildDisk(
     check();
     if (s.kind !== 'files') {
       current = `/${s.vol.name}${s.version.path}`;
-      await placeStream(store.stream(s.version.chunks ?? []), s.pieces, writer, counters, current, check, s.stored);
+      const source = contiguous(store.stream(s.version.chunks ?? []));
+      await placeStream(source, s.pieces, writer, counters, current, check, s.stored);
       continue;
     }
     for (const v of placedFiles(cat, backup, s.vol)) {
@@ -324,7 +363,8 @@ export async function rebuildDisk(
       if (pieces.length === 0) continue;
       current = `/${s.vol.name}${v.path}`;
       check();
-      await placeStream(versionContent(store, v), pieces, writer, counters, current, check);
+      const source = chunkSegments(store, neededChunks(cat, v, pieces, current));
+      await placeStream(source, pieces, writer, counters, current, check);
     }
   }
   check();

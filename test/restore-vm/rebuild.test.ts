@@ -335,6 +335,50 @@ describe('rebuildDisk', () => {
     expect(() => planDisk(repo.catalog, b3, 0)).toThrow(expect.objectContaining({ code: 'REBUILD_RUN_OUTSIDE' }));
   });
 
+  it("reads only the chunks that hold a file's allocated bytes, not its holes", async () => {
+    const s: Scenario = {
+      regions: FULL.regions,
+      files: [
+        {
+          path: '/big-sparse.vhd',
+          fsId: '60',
+          size: 4 * MiB,
+          runs: [
+            { fileOffset: 0, volumeOffset: 10 * MiB, length: 64 * KiB },
+            { fileOffset: 64 * KiB, volumeOffset: null, length: 4 * MiB - 64 * KiB },
+          ],
+        },
+      ],
+    };
+    const disk = expectedDisk(s, seed);
+    const backup = repo.catalog.backup(await makeBackup(repo, s, disk, 'sparsefile'))!;
+    let reads = 0;
+    const counting = Object.create(repo.target) as typeof repo.target;
+    counting.getRange = (name, offset, length) => {
+      reads++;
+      return repo.target.getRange(name, offset, length);
+    };
+    const path = join(out, 'sparsefile.raw');
+    await rebuildDisk(repo.catalog, counting, backup, 0, await openWriter('raw', path, DISK, { overwrite: false }));
+    expect(readFileSync(path).equals(disk)).toBe(true);
+    const regionChunks = Math.ceil((64 * KiB + 128 * KiB + 5000) / CHUNK);
+    // the file's 4 MiB are ~540 chunks; its 64 KiB of data are 9
+    expect(reads).toBeLessThanOrEqual(regionChunks + Math.ceil((64 * KiB) / CHUNK) + 1);
+  });
+
+  it('regions whose stored bytes do not match their runs are an error, not a silent short disk', async () => {
+    const s: Scenario = { regions: FULL.regions };
+    const backup = repo.catalog.backup(await makeBackup(repo, s, expectedDisk(s, seed), 'shortregions'))!;
+    // the same runs, one chunk fewer
+    const vol = repo.catalog.backupVolumes(backup.id).find((v) => v.name === 'd0')!;
+    const v = repo.catalog.lookup(backup.id, vol.volumeId, '/regions.raw')!;
+    const cat = repo.catalog;
+    cat.db.prepare('UPDATE versions SET chunks = substr(chunks, 1, length(chunks) - 32) WHERE id = ?').run(v.id);
+    const w = await openWriter('raw', join(out, 'short.raw'), DISK, { overwrite: false });
+    await expect(rebuildDisk(cat, repo.target, backup, 0, w)).rejects.toMatchObject({ code: 'REBUILD_SHORT_STREAM' });
+    await w.abort();
+  });
+
   it('stops with a CancelledError when the signal aborts', async () => {
     const backup = repo.catalog.backups().find((b) => b.vmName === 'full')!;
     const ac = new AbortController();
