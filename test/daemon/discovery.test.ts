@@ -19,10 +19,17 @@ import {
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { inventoryVm } from '../../catalog/inventory.js';
 import type { DatastoreConfig } from '../../agent/config/types.js';
-import { discover, locateVm, type DiscoveryResult } from '../../agent/daemon/discovery.js';
+import {
+  discover,
+  discoverVms,
+  type DiscoveryLog,
+  locateVm,
+  type DiscoveryResult,
+} from '../../agent/daemon/discovery.js';
 import { openRepo, type Repo } from '../../agent/repo.js';
 import { run } from '../helpers/fixtures.js';
 import { sampleStore, vdbakOk } from '../helpers/vdbak.js';
@@ -183,9 +190,23 @@ describe('discover', () => {
     expect(r.vanished).toEqual([]);
     expect(repo.catalog.findVms('lin01').map((v) => v.id)).toEqual([linId]);
 
-    // to another datastore: moved again, and locateVm finds it there
+    // to another datastore: moved again, logged as such, and locateVm finds it there
     renameSync(join(ds1, 'lin01-moved'), join(ds2, 'lin01'));
-    const r2 = scan();
+    const lines: Record<string, unknown>[] = [];
+    const log: DiscoveryLog = pino(
+      { level: 'info' },
+      { write: (l: string) => lines.push(JSON.parse(l) as Record<string, unknown>) },
+    );
+    const r2 = discover(repo.catalog, datastores, (clock += 60_000), log);
+    expect(lines.map((l) => [l.msg, l.vm, l.identity])).toEqual([['VM moved', 'lin01', `vmware:${LIN_UUID}`]]);
+    expect(
+      discoverVms(repo.catalog, datastores, (clock += 60_000))
+        .map((v) => [v.name, v.datastore])
+        .sort(),
+    ).toEqual([
+      ['lin01', 'ds2'],
+      ['win01', 'ds1'],
+    ]);
     expect(r2.moved.map((m) => [m.vmId, m.from.datastore, m.to.datastore])).toEqual([[linId, 'ds1', 'ds2']]);
     expect(locateVm(repo.catalog, datastores, `vmware:${LIN_UUID}`)?.configPath).toBe(join(ds2, 'lin01', 'lin01.vmx'));
   });
