@@ -32,6 +32,9 @@ const STATUS_BY_CODE: Readonly<Record<string, number>> = {
   VM_AMBIGUOUS: 409,
   VOLUME_AMBIGUOUS: 409,
   PATH_DOTDOT: 400,
+  // a restore folder outside every restore root, or one that cannot be resolved (a dangling symlink)
+  RESTORE_TO_OUTSIDE_ROOTS: 403,
+  RESTORE_TO_UNRESOLVABLE: 400,
 };
 
 const STATUS_BY_KIND: Readonly<Record<VdbakError['kind'], number>> = {

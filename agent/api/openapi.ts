@@ -423,7 +423,7 @@ function paths(): Json {
         responses: {
           '202': accepted,
           ...COMMON_ERRORS,
-          '403': error("'to' is outside every restore root (or goes through a symlink out of one)."),
+          '403': error("'to' is outside every restore root (through '..' or a symlink out of one, too)."),
           '404': E404,
           '409': E409,
           '413': error(`The body is larger than ${MAX_BODY_BYTES} bytes.`),

@@ -64,10 +64,10 @@ describe('ApiClient', () => {
     expect(vm.code).toBe('VM_NOT_FOUND');
     const out = await rejection(client.submitRestore({ backup: 'lin01', path: '/', to: '/etc' }));
     expect(out).toBeInstanceOf(IoError);
-    expect(out.code).toBe('RESTORE_OUTSIDE_ROOTS');
+    expect(out.code).toBe('RESTORE_TO_OUTSIDE_ROOTS');
     const bad = await rejection(client.submitRestore({ backup: 'lin01', path: '/', to: 'rel' }));
     expect(bad).toBeInstanceOf(UnsupportedError);
-    expect(bad.code).toBe('RESTORE_TO_RELATIVE');
+    expect(bad.code).toBe('RESTORE_TO_NOT_ABSOLUTE');
     const auth = await rejection(new ApiClient(f.url, 'wrong').status());
     expect(auth).toBeInstanceOf(IoError);
     expect(auth.code).toBe('UNAUTHORIZED');

@@ -233,16 +233,16 @@ describe('starting backups and restores', () => {
     symlinkSync(elsewhere, join(inside, 'out'));
     symlinkSync(join(f.roots.base, 'nowhere'), join(inside, 'dangling'));
     const cases: [string, number, string][] = [
-      [`${f.roots.root}/../elsewhere`, 400, 'RESTORE_TO_DOTDOT'],
-      [`${inside}/../../etc`, 400, 'RESTORE_TO_DOTDOT'],
-      ['relative/folder', 400, 'RESTORE_TO_RELATIVE'],
-      [elsewhere, 403, 'RESTORE_OUTSIDE_ROOTS'],
-      ['/etc', 403, 'RESTORE_OUTSIDE_ROOTS'],
-      [`${f.roots.root}-sibling`, 403, 'RESTORE_OUTSIDE_ROOTS'],
-      [join(inside, 'out'), 403, 'RESTORE_OUTSIDE_ROOTS'],
-      [join(inside, 'out', 'deeper', 'still'), 403, 'RESTORE_OUTSIDE_ROOTS'],
-      [join(inside, 'dangling'), 403, 'RESTORE_TO_SYMLINK'],
-      [join(inside, 'dangling', 'x'), 403, 'RESTORE_TO_SYMLINK'],
+      [`${f.roots.root}/../elsewhere`, 403, 'RESTORE_TO_OUTSIDE_ROOTS'],
+      [`${inside}/../../etc`, 403, 'RESTORE_TO_OUTSIDE_ROOTS'],
+      ['relative/folder', 400, 'RESTORE_TO_NOT_ABSOLUTE'],
+      [elsewhere, 403, 'RESTORE_TO_OUTSIDE_ROOTS'],
+      ['/etc', 403, 'RESTORE_TO_OUTSIDE_ROOTS'],
+      [`${f.roots.root}-sibling`, 403, 'RESTORE_TO_OUTSIDE_ROOTS'],
+      [join(inside, 'out'), 403, 'RESTORE_TO_OUTSIDE_ROOTS'],
+      [join(inside, 'out', 'deeper', 'still'), 403, 'RESTORE_TO_OUTSIDE_ROOTS'],
+      [join(inside, 'dangling'), 400, 'RESTORE_TO_UNRESOLVABLE'],
+      [join(inside, 'dangling', 'x'), 400, 'RESTORE_TO_UNRESOLVABLE'],
     ];
     for (const [to, status, code] of cases) {
       const a = await call<ErrorAnswer>(f, 'POST', '/restores', {

@@ -1,8 +1,8 @@
 /** Restore requests into a restore folder: checked here, run by the job runner. */
 import { resolveBackup } from '../../browse/refs.js';
 import { treeRows } from '../../browse/tree.js';
+import { resolveRestoreTarget } from '../../daemon/executors/restore-target.js';
 import type { RestoreJobParams } from '../../daemon/types.js';
-import { checkRestoreTarget } from '../restore-roots.js';
 import type { Route } from '../router.js';
 
 export const restoreRoutes: Route[] = [
@@ -22,7 +22,8 @@ export const restoreRoutes: Route[] = [
       const path = body.path as string;
       // resolving the rows checks the path exists (404 now, not a failed job later); nothing is listed
       treeRows(cat, b, path, false);
-      const to = checkRestoreTarget(body.to as string, ctx.config().restoreRoots);
+      // the job checks again when it runs (a symlink may change in between)
+      const to = resolveRestoreTarget(body.to as string, ctx.config().restoreRoots);
       // the backup id, not the ref: 'win01' must not become a newer backup while the job waits
       const params: RestoreJobParams = { backup: String(b.id), path, to, overwrite: body.overwrite === true };
       const job = ctx.jobs.submit('restore', params, 'api');
