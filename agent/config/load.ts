@@ -69,8 +69,16 @@ function parseYaml(text: string, p: Problems): Parsed | undefined {
   const lines = new LineCounter();
   const doc: Document.Parsed = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true });
   const lineOf = (offset: number): number => lines.linePos(offset).line;
+  // one problem per line: a single unquoted '* * * * *' makes yaml report five
+  const lineSeen = new Set<number>();
   for (const e of [...doc.errors, ...doc.warnings]) {
-    p.add([], `line ${lineOf(e.pos[0])}: ${e.message.split('\n')[0] ?? e.code}`);
+    const line = lineOf(e.pos[0]);
+    if (lineSeen.has(line)) continue;
+    lineSeen.add(line);
+    const hint = /alias/i.test(e.message)
+      ? ` (quote a value that starts with '*' or '&', as in cron: '* * * * *')`
+      : '';
+    p.add([], `line ${line}: ${e.message.split('\n')[0] ?? e.code}${hint}`);
   }
   if (doc.errors.length > 0 || doc.warnings.length > 0) return undefined;
   let tree: unknown;
@@ -113,7 +121,10 @@ function deepFreeze<T>(v: T): T {
 }
 
 function refuse(source: string, p: Problems, where: (path: KeyPath) => string): VdbakError {
-  const lines = p.list.map((x) => `config ${source}: ${showPath(x.path)}: ${x.message}${where(x.path)}`);
+  // a problem of the whole file (YAML syntax, not a mapping) has no key path to name
+  const lines = p.list.map(
+    (x) => `config ${source}: ${x.path.length > 0 ? `${showPath(x.path)}: ` : ''}${x.message}${where(x.path)}`,
+  );
   const rest = p.lines().slice(p.list.length);
   const problems = [...lines, ...rest.map((l) => `config ${source}: ${l}`)];
   const n = p.count;

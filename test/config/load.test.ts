@@ -440,7 +440,7 @@ describe('a bad key is named, alone, with why and where', () => {
 
   it('YAML errors give their line; duplicate keys and alias bombs are refused', () => {
     const f1 = writeConfig('repo: /x\ndatastores: [\n');
-    expect(problemsOf(f1)[0]).toMatch(new RegExp(`^config ${f1}: \\(top level\\): line \\d+: `));
+    expect(problemsOf(f1)[0]).toMatch(new RegExp(`^config ${f1}: line \\d+: `));
     const f2 = writeConfig(`repo: ${repo}\nlog: { level: info }\nrepo: /y\n`);
     expect(problemsOf(f2)).toEqual([expect.stringMatching(/line 3: Map keys must be unique/)]);
     const bomb = [
@@ -450,8 +450,12 @@ describe('a bad key is named, alone, with why and where', () => {
       'd: [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]',
     ].join('\n');
     expect(problemsOf(writeConfig(bomb))).toEqual([expect.stringMatching(/cannot be expanded: Excessive alias count/)]);
+    const f4 = writeConfig(`repo: ${repo}\nschedules:\n  - { name: a, kind: ship, cron: * * * * * }\n`);
+    expect(problemsOf(f4)).toEqual([
+      `config ${f4}: line 3: Alias cannot be an empty string (quote a value that starts with '*' or '&', as in cron: '* * * * *')`,
+    ]);
     const f3 = writeConfig('- just\n- a list\n');
-    expect(problemsOf(f3)[0]).toMatch(/\(top level\): must be a mapping/);
+    expect(problemsOf(f3)[0]).toMatch(/^config .*: must be a mapping of repo, target/);
   });
 
   it('a file that cannot be read is a typed error of its own', () => {
