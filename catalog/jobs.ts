@@ -224,9 +224,13 @@ export function validateJobParams(kind: unknown, params: unknown): { kind: JobKi
   return { kind: k, params: p as JobParams };
 }
 
+/** What a JobStore tells its listeners (the runner: start a submitted job now, abort a cancelled one now). */
+export type JobStoreEvent = { type: 'submit' | 'cancel'; job: JobRow };
+
 export class JobStore implements JobQueue {
   private readonly host = hostname();
   private readonly keepFinished: number;
+  private readonly listeners = new Set<(e: JobStoreEvent) => void>();
 
   constructor(
     private readonly cat: Catalog,
@@ -247,6 +251,22 @@ export class JobStore implements JobQueue {
     }
   }
 
+  /** Calls `fn` after each submit and cancel made through this store; returns the unsubscribe. */
+  subscribe(fn: (e: JobStoreEvent) => void): () => void {
+    this.listeners.add(fn);
+    return () => this.listeners.delete(fn);
+  }
+
+  private emit(e: JobStoreEvent): void {
+    for (const fn of this.listeners) {
+      try {
+        fn(e);
+      } catch {
+        // a listener's failure is its own; the job is stored either way
+      }
+    }
+  }
+
   private one(id: number): JobRow | undefined {
     const r = this.cat.db.prepare('SELECT * FROM jobs WHERE id = ?').get(id) as Row | undefined;
     return r ? toRow(r) : undefined;
@@ -257,7 +277,7 @@ export class JobStore implements JobQueue {
     if (typeof origin !== 'string' || origin.length === 0 || origin.length > MAX_ORIGIN_CHARS) {
       throw err('job').unsupported('JOB_BAD_ORIGIN', `a job's origin must be 1..${MAX_ORIGIN_CHARS} characters`);
     }
-    return this.write(() => {
+    const row = this.write(() => {
       const r = this.cat.db
         .prepare(
           `INSERT INTO jobs (kind, priority, state, params, origin, created_ms) VALUES (?, ?, 'queued', ?, ?, ?) RETURNING *`,
@@ -265,6 +285,8 @@ export class JobStore implements JobQueue {
         .get(v.kind, JOB_PRIORITY[v.kind], JSON.stringify(v.params), origin, nowMs) as Row;
       return toRow(r);
     });
+    this.emit({ type: 'submit', job: row });
+    return row;
   }
 
   get(id: number): JobRow | undefined {
@@ -293,7 +315,7 @@ export class JobStore implements JobQueue {
 
   cancel(id: number, nowMs = Date.now()): JobRow | undefined {
     if (!Number.isSafeInteger(id) || id < 1) return undefined;
-    return this.write(() => {
+    const out = this.write(() => {
       const row = this.one(id);
       if (!row) return undefined;
       if (row.state === 'queued') {
@@ -307,6 +329,8 @@ export class JobStore implements JobQueue {
       }
       return this.one(id);
     });
+    if (out) this.emit({ type: 'cancel', job: out });
+    return out;
   }
 
   /**

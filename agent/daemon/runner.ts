@@ -123,6 +123,7 @@ function inside(path: string, root: string): boolean {
 export class Runner {
   private readonly runningJobs = new Map<number, Running>();
   private timer: NodeJS.Timeout | undefined;
+  private unsubscribe: (() => void) | undefined;
   private started = false;
   private stopping = false;
   private restoreHolds = 0;
@@ -148,6 +149,11 @@ export class Runner {
     if (r.failed.length) this.opts.log.warn({ jobs: r.failed }, 'jobs interrupted too often were failed');
     this.timer = setInterval(() => this.tick(), this.pollMs);
     this.timer.unref();
+    // jobs submitted or cancelled through this process's store act at once; others at the next poll
+    this.unsubscribe = this.opts.jobs.subscribe((e) => {
+      if (e.type === 'submit') this.wake();
+      else queueMicrotask(() => this.checkCancels());
+    });
     this.pump();
     return this;
   }
@@ -194,6 +200,7 @@ export class Runner {
     this.stopping = true;
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
+    this.unsubscribe?.();
     const until = deadline > EPOCH_THRESHOLD_MS ? deadline : Date.now() + Math.max(0, deadline);
     for (const r of this.runningJobs.values()) this.abort(r, 'the daemon is stopping');
     const all = Promise.allSettled([...this.runningJobs.values()].map((r) => r.done));
@@ -223,15 +230,25 @@ export class Runner {
   // ---- the loop -------------------------------------------------------------------------------
 
   private tick(): void {
-    for (const r of this.runningJobs.values()) {
-      this.flushProgress(r, false);
-      if (!r.cancelled && this.opts.jobs.cancelRequested(r.job.id)) {
-        r.cancelled = true;
-        r.log.info('cancel requested');
-        this.abort(r, `job ${r.job.id} was cancelled`);
-      }
-    }
+    for (const r of this.runningJobs.values()) this.flushProgress(r, false);
+    this.checkCancels();
     this.pump();
+  }
+
+  private checkCancels(): void {
+    for (const r of this.runningJobs.values()) {
+      if (r.cancelled) continue;
+      let requested = false;
+      try {
+        requested = this.opts.jobs.cancelRequested(r.job.id);
+      } catch (e) {
+        r.log.warn({ err: describe(e) }, 'could not read the cancel flag');
+      }
+      if (!requested) continue;
+      r.cancelled = true;
+      r.log.info('cancel requested');
+      this.abort(r, `job ${r.job.id} was cancelled`);
+    }
   }
 
   /**

@@ -19,7 +19,7 @@ import type { DaemonConfig } from '../../agent/config/types.js';
 import { createLogger } from '../../agent/daemon/logger.js';
 import { type JobEvent, Runner } from '../../agent/daemon/runner.js';
 import type { JobRow, JobState } from '../../agent/daemon/types.js';
-import { openRepo, type Repo } from '../../agent/repo.js';
+import { lockRepo, openRepo, type Repo } from '../../agent/repo.js';
 import { sourcesInFolder, type VmSource } from '../../agent/source/resolve.js';
 import { ThrottleLoop } from '../../agent/throttle/loop.js';
 import { compareTrees, newRepo, sampleStore, snapshotTree, vdbak, vdbakOk } from '../helpers/vdbak.js';
@@ -256,6 +256,10 @@ describe('Runner', () => {
     first.runner.wake();
     await until(job.id, ['running']);
     await waitersOn(first.runner, job.id);
+    // a CLI writer meanwhile is told who holds the repository
+    const cli = vdbak(['prune', '--repo', root]);
+    expect(cli.code).not.toBe(0);
+    expect(cli.stderr).toContain(`the vdbak daemon's job ${job.id} (backup)`);
     await first.runner.stop(30_000);
     const stopped = jobs.get(job.id)!;
     expect(stopped).toMatchObject({ state: 'queued', attempts: 1, origin: 'schedule:nightly' });
@@ -293,5 +297,61 @@ describe('Runner', () => {
     ]);
     expect(readdirSync(outside)).toEqual([]);
     rmSync(link);
+  });
+
+  it('runs maintenance jobs: ship, check, forget with prune by the config retention, prune', async () => {
+    const h = harness(undefined, config({ retention: { keepLast: 1 }, ship: { keep: 2, afterBackup: true } }));
+    h.runner.start();
+    const ids = [
+      jobs.submit('ship', {}, 'schedule:ship'),
+      jobs.submit('check', { readData: true }, 'schedule:check'),
+      jobs.submit('backup', { vm: vm('lin01').identity }, 'schedule:nightly'),
+      jobs.submit('forget', { prune: true }, 'schedule:forget'),
+      jobs.submit('prune', {}, 'cli'),
+    ].map((j) => j.id);
+    const done: JobRow[] = [];
+    for (const id of ids) done.push(await until(id, ['done', 'failed', 'cancelled']));
+    await h.runner.stop(10_000);
+    expect(done.map((j) => [j.kind, j.state, j.error?.code])).toEqual([
+      ['ship', 'done', undefined],
+      ['check', 'done', undefined],
+      ['backup', 'done', undefined],
+      ['forget', 'done', undefined],
+      ['prune', 'done', undefined],
+    ]);
+    // one backup left per VM, the newest
+    for (const v of repo.catalog.vms()) {
+      expect(repo.catalog.backups({ vmId: v.id }).map((b) => b.id)).toHaveLength(1);
+    }
+    const copies = readdirSync(join(repo.settings.targetPath, 'catalog')).filter((n) => n.endsWith('.db.zst'));
+    expect(copies).toHaveLength(2);
+    const check = vdbak(['check', '--read-data', '--repo', root]);
+    expect(check.stdout).toContain('no errors were found');
+    // restores still come out right after the prune
+    const to = join(restoreRoot, 'after-prune');
+    const r = jobs.submit('restore', { backup: 'lin01', path: `/${linVolume}/etc`, to }, 'api');
+    const h2 = harness();
+    h2.runner.start();
+    const rr = await until(r.id, ['done', 'failed', 'cancelled']);
+    await h2.runner.stop(10_000);
+    expect(rr.error).toBeUndefined();
+    expect(compareTrees(snapshotTree(join(store, 'sources', 'lin01', 'etc')), snapshotTree(join(to, 'etc')))).toEqual(
+      [],
+    );
+  });
+
+  it('fails a writer job with a clear error when another process holds the repository', async () => {
+    const release = lockRepo(root, 'a test holding the lock');
+    try {
+      const h = harness();
+      h.runner.start();
+      const j = jobs.submit('prune', {}, 'cli');
+      const f = await until(j.id, ['done', 'failed', 'cancelled']);
+      await h.runner.stop(10_000);
+      expect(f.error?.code).toBe('REPO_LOCKED');
+      expect(f.error?.message).toContain('a test holding the lock');
+    } finally {
+      release();
+    }
   });
 });
