@@ -106,6 +106,15 @@ function domainXml(name: string, uuid: string, qcow2: string): string {
 `;
 }
 
+let store: string;
+
+/** lin01 as a VMware folder in `ds`: the sample store's disk and a .vmx. */
+function makeLin01(ds: string): void {
+  mkdirSync(join(ds, 'lin01'));
+  copyFileSync(join(store, 'lin01', 'lin01.vmdk'), join(ds, 'lin01', 'lin01.vmdk'));
+  writeFileSync(join(ds, 'lin01', 'lin01.vmx'), vmx('lin01', LIN_UUID, 'lin01.vmdk', 'debian12-64'));
+}
+
 function scan(): DiscoveryResult {
   clock += 60_000;
   return discover(repo.catalog, datastores, clock);
@@ -114,18 +123,16 @@ function scan(): DiscoveryResult {
 const names = (list: { name: string }[]): string[] => list.map((v) => v.name).sort();
 
 beforeAll(() => {
-  const store = sampleStore();
+  store = sampleStore();
   tmp = mkdtempSync(join(tmpdir(), 'vdbak-discovery-'));
   ds1 = join(tmp, 'ds1');
   ds2 = join(tmp, 'ds2');
   mkdirSync(join(ds1, 'win01'), { recursive: true });
-  mkdirSync(join(ds1, 'lin01'), { recursive: true });
   mkdirSync(join(ds1, 'iso-library'), { recursive: true });
   mkdirSync(ds2);
   for (const f of ['win01.vmdk', 'win01-000001.vmdk']) copyFileSync(join(store, 'win01', f), join(ds1, 'win01', f));
-  copyFileSync(join(store, 'lin01', 'lin01.vmdk'), join(ds1, 'lin01', 'lin01.vmdk'));
   writeFileSync(join(ds1, 'win01', 'win01.vmx'), vmx('win01', WIN_UUID, 'win01-000001.vmdk', 'windows2019srv-64'));
-  writeFileSync(join(ds1, 'lin01', 'lin01.vmx'), vmx('lin01', LIN_UUID, 'lin01.vmdk', 'debian12-64'));
+  makeLin01(ds1);
   // a folder with no VM, and an XML that is not a domain: neither is a VM nor a problem
   writeFileSync(join(ds1, 'iso-library', 'install.iso'), 'not a disk');
   writeFileSync(join(ds1, 'iso-library', 'catalog.xml'), '<library><item>install.iso</item></library>');
@@ -212,9 +219,8 @@ describe('discover', () => {
   });
 
   it('a deleted VM is vanished, and its backup is still listed and restorable', () => {
-    const outside = join(tmp, 'outside');
-    mkdirSync(outside);
-    renameSync(join(ds2, 'lin01'), join(outside, 'lin01'));
+    // deleted for real: the backup must not need the VM's files
+    rmSync(join(ds2, 'lin01'), { recursive: true });
     const r = scan();
     expect(r.vanished).toEqual([
       {
@@ -236,8 +242,8 @@ describe('discover', () => {
     vdbakOk(['restore', '--repo', repoDir, 'lin01', '/d0p1/home/bob/notes.txt', '--to', to]);
     expect(readFileSync(join(to, 'notes.txt'), 'utf8')).toBe('remember the milk\n');
 
-    // put back: present again, as itself
-    renameSync(join(outside, 'lin01'), join(ds1, 'lin01'));
+    // put back (from the store, as a restore would): present again, as itself
+    makeLin01(ds1);
     const back = scan();
     expect(back.appeared).toEqual([
       {
