@@ -201,6 +201,15 @@ describe('a valid file', () => {
     expect(loadConfig(writeConfig(stringify(cfg)), {}).schedules).toEqual([]);
   });
 
+  it('an empty file (or one of comments) is the embedded defaults, with the file as its source', () => {
+    const r = join(tmp, 'empty-repo');
+    const file = writeConfig('# nothing set yet\n');
+    const c = loadConfig(file, { VDBAK_REPO: r });
+    expect(c.source).toBe(file);
+    expect(c.repo).toBe(r);
+    expect(c.schedules.map((s) => s.name)).toEqual(['nightly-backup', 'daily-ship', 'weekly-forget', 'monthly-check']);
+  });
+
   it('is deeply frozen: every mutation throws', () => {
     const c: DaemonConfig = loadConfig(writeConfig(stringify(base())), {});
     const m = c as unknown as Record<string, unknown> & {
