@@ -26,6 +26,17 @@ Browse and restore (a backup is an id, a VM name for its latest backup, or VM~N)
   vdbak restore <backup> </volume/path> (--to DIR | --tar FILE|-) [--overwrite] [--json]
       volumes are named d<disk>p<partition> (d0p2), or by their label when unique
 
+Whole-VM recovery:
+  vdbak restore-vm <backup> --to FOLDER [--name NEW] [--datastore-map OLD=NEW ...]
+      [--format vmdk-sparse|vmdk-flat|qcow2|raw] [--keep-identity] [--dry-run] [--overwrite] [--json]
+      rebuild every disk of the VM (sparse) and restore its configuration files into FOLDER, patched for
+      the new place; a backup without disk regions restores, but is reported incomplete (exit 1)
+  vdbak group set NAME [--vm VM ...] [--datastore DS ...] [--critical VM ...] | group ls | group show NAME | group rm NAME
+      protection groups: listed VMs and every VM of listed datastores (critical ones are restored first)
+  vdbak plan set NAME --step GROUP[:stop|:continue] ... | plan ls | plan show NAME | plan rm NAME
+  vdbak plan run NAME --to FOLDER [--format F] [--datastore-map OLD=NEW ...] [--keep-identity] [--dry-run] [--json]
+      restore each step's VMs in order into FOLDER/<vm>, and report every step
+
 Repository health:
   vdbak check [--read-data] [--json]
   vdbak forget [--keep-last N] [--keep-hourly N] [--keep-daily N] [--keep-weekly N] [--keep-monthly N] [--keep-yearly N] [--vm VM] [--dry-run] [--prune]
@@ -138,6 +149,12 @@ export async function main(argv: string[]): Promise<number> {
       return (await import('./commands/browse.js')).cmdVersions(rest);
     case 'restore':
       return (await import('./commands/browse.js')).cmdRestore(rest);
+    case 'restore-vm':
+      return (await import('./commands/restore-vm.js')).cmdRestoreVm(rest);
+    case 'group':
+      return (await import('./commands/plans.js')).cmdGroup(rest);
+    case 'plan':
+      return (await import('./commands/plans.js')).cmdPlan(rest);
     case 'check':
       return (await import('./commands/maint.js')).cmdCheck(rest);
     case 'forget':

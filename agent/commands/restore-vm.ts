@@ -17,7 +17,7 @@ import { DISK_FORMATS, isDiskFormat } from '../restore-vm/writers/types.js';
 import { writeOut } from '../stdout.js';
 import { UsageError } from './usage.js';
 
-function parseMap(specs: string[]): DatastoreMapping[] {
+export function parseMap(specs: string[]): DatastoreMapping[] {
   return specs.map((s) => {
     const eq = s.indexOf('=');
     if (eq <= 0 || eq === s.length - 1) throw new UsageError(`--datastore-map takes OLD=NEW, not '${s}'`);
