@@ -15,6 +15,7 @@
  */
 import {
   closeSync,
+  fchownSync,
   fsyncSync,
   openSync,
   readdirSync,
@@ -90,7 +91,14 @@ function writeTemp(f: PatchFilePlan, content: Buffer): string {
   let fd: number | undefined;
   try {
     rmSync(tmp, { force: true });
-    fd = openSync(tmp, 'wx', statSync(f.path).mode & 0o7777);
+    const st = statSync(f.path);
+    fd = openSync(tmp, 'wx', st.mode & 0o7777);
+    // the patched file keeps its owner where we may give it (as root); else it is ours, as any file we write
+    try {
+      fchownSync(fd, st.uid, st.gid);
+    } catch {
+      // not permitted: keep going
+    }
     writeSync(fd, content);
     fsyncSync(fd);
   } catch (e) {

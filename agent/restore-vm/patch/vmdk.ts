@@ -36,8 +36,12 @@ export interface VmdkDescriptorFile {
   /** The descriptor's bytes (embedded: up to the first NUL). */
   bytes: Buffer;
   parsed: Descriptor;
-  /** An embedded descriptor: where it sits and the whole reserved range as it is now. */
-  embedded?: { at: number; reserved: Buffer };
+  /**
+   * An embedded descriptor: where it sits, the whole reserved range as it is
+   * now, and whether its one extent is the file itself (a sparse file of
+   * capacity 0 only carries a descriptor naming other extents).
+   */
+  embedded?: { at: number; reserved: Buffer; selfExtent: boolean };
 }
 
 /** Reads the descriptor of a .vmdk, or null for a file that has none (a flat or COWD extent's data). */
@@ -48,7 +52,8 @@ export function readVmdkDescriptor(path: string): VmdkDescriptorFile | null {
     const head = file.read(0, Math.min(PROBE_BYTES, file.size), 'descriptor probe');
     const magic = head.length >= 4 ? u32le(head, 0) : -1;
     if (magic === SPARSE_MAGIC) {
-      const embedded = readEmbeddedDescriptor(file, readSparseHeader(file).header);
+      const { header } = readSparseHeader(file);
+      const embedded = readEmbeddedDescriptor(file, header);
       if (!embedded) return null;
       const nul = embedded.bytes.indexOf(0);
       const bytes = nul >= 0 ? embedded.bytes.subarray(0, nul) : embedded.bytes;
@@ -56,7 +61,7 @@ export function readVmdkDescriptor(path: string): VmdkDescriptorFile | null {
         path,
         bytes,
         parsed: parseDescriptor(bytes, err, embedded.at),
-        embedded: { at: embedded.at, reserved: embedded.bytes },
+        embedded: { at: embedded.at, reserved: embedded.bytes, selfExtent: header.capacity > 0 },
       };
     }
     if (magic === COWD_MAGIC || file.size > MAX_DESCRIPTOR_BYTES || !looksLikeDescriptor(head)) return null;
@@ -119,7 +124,7 @@ function planOne(d: VmdkDescriptorFile, cids: Map<string, number>, ctx: PlanCont
     const old = text.extentFile(e);
     // the one extent of a sparse file with an embedded descriptor is that file itself
     let name: string;
-    if (d.embedded) name = file;
+    if (d.embedded?.selfExtent) name = file;
     else {
       const fate = ctx.paths.fate(old);
       if (fate.kind === 'missing') throw fieldError(`extent ${i}`, `its file ${old} is not in the restored folder`);
