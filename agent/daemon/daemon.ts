@@ -20,13 +20,12 @@ import { JobStore } from '../../catalog/jobs.js';
 import { isVdbakError } from '../../parsers/errors.js';
 import { type ApiServer, createApiServer } from '../api/server.js';
 import { loadConfig } from '../config/load.js';
-import type { DaemonConfig, DatastoreConfig } from '../config/types.js';
-import type { Catalog } from '../../catalog/catalog.js';
-import { sourcesInFolder, type VmSource } from '../source/resolve.js';
+import type { DaemonConfig } from '../config/types.js';
 import { CATALOG_FILE, initRepo, openRepo, type Repo } from '../repo.js';
 import { formatRate } from '../throttle/controller.js';
 import { ThrottleLoop } from '../throttle/loop.js';
 import { VERSION } from '../version.js';
+import { discoverVms, locateVm } from './discovery.js';
 import { createLogger } from './logger.js';
 import { Runner } from './runner.js';
 import { catalogScheduleRuns, Scheduler, type ScheduledVm } from './scheduler.js';
@@ -108,17 +107,6 @@ class ThrottleLoops {
   }
 }
 
-// TEMPORARY until agent/daemon/discovery.ts lands: a scan of each datastore, no catalog tracking
-function scan(datastores: readonly DatastoreConfig[]): { ds: string; src: VmSource }[] {
-  return datastores.flatMap((d) => sourcesInFolder(d.path).map((src) => ({ ds: d.name, src })));
-}
-function discoverVms(_cat: Catalog, datastores: readonly DatastoreConfig[], _now: number): ScheduledVm[] {
-  return scan(datastores).map(({ ds, src }) => ({ identity: src.identity, name: src.name, datastore: ds }));
-}
-function locateVm(_cat: Catalog, datastores: readonly DatastoreConfig[], identity: string): VmSource | undefined {
-  return scan(datastores).find((x) => x.src.identity === identity)?.src;
-}
-
 /** Runs the daemon until a stop signal; resolves with the exit code. */
 export async function runDaemon(configPath: string | undefined): Promise<number> {
   let cfg: DaemonConfig;
@@ -156,6 +144,7 @@ class Daemon {
   private readonly scheduler: Scheduler;
   private readonly throttle: ThrottleLoops;
   private readonly ctx: DaemonContext;
+  private readonly discoveryLog: Logger;
   private api: ApiServer | undefined;
   private apiListen: string | undefined;
   private stopping = false;
@@ -170,13 +159,14 @@ class Daemon {
     private readonly log: Logger,
   ) {
     this.jobs = new JobStore(repo.catalog);
+    this.discoveryLog = log.child({ part: 'discovery' });
     this.throttle = new ThrottleLoops(() => this.cfg, log);
     this.runner = new Runner({
       repo,
       config: () => this.cfg,
       jobs: this.jobs,
       log,
-      locate: (identity) => locateVm(repo.catalog, this.cfg.datastores, identity),
+      locate: (identity) => locateVm(repo.catalog, this.cfg.datastores, identity, this.discoveryLog),
       throttleFor: (ds) => this.throttle.for(ds),
       onJobEvent: (e) => {
         if (e.type === 'end' && e.job.kind === 'backup') this.maybeStopThrottle(e.job.id);
@@ -227,7 +217,7 @@ class Daemon {
         { version: VERSION, repo: this.cfg.repo, config: this.cfg.source, datastores: this.cfg.datastores.length },
         'daemon starting',
       );
-      await this.discover();
+      this.discoverLogged();
       this.runner.start();
       await this.startApi();
       const caught = await this.scheduler.start();
@@ -257,9 +247,18 @@ class Daemon {
 
   /** Discovery over the configured datastores (the catalog tracks VMs by identity). */
   private discover(): ScheduledVm[] {
-    const vms = discoverVms(this.repo.catalog, this.cfg.datastores, Date.now());
+    const vms = discoverVms(this.repo.catalog, this.cfg.datastores, Date.now(), this.discoveryLog);
     this.log.debug({ vms: vms.length }, 'discovery done');
     return vms;
+  }
+
+  /** Discovery outside a schedule (start, reload): a failure is logged, the daemon goes on. */
+  private discoverLogged(): void {
+    try {
+      this.discover();
+    } catch (e) {
+      this.log.error({ err: e }, 'discovery failed');
+    }
   }
 
   private async startApi(): Promise<void> {
@@ -296,7 +295,7 @@ class Daemon {
     this.state.update({ configSource: next.source });
     try {
       this.scheduler.reload(next.schedules);
-      await this.discover();
+      this.discoverLogged();
       if (next.api.listen !== old.api.listen) {
         const api = this.api;
         this.api = undefined;
