@@ -10,7 +10,10 @@ export const MAX_BODY_BYTES = 64 * 1024;
 /** The longest string a body field may hold (a path in a backup, a folder). */
 export const MAX_FIELD_CHARS = 4096;
 
-export type FieldType = 'string' | 'boolean';
+/** Lists in a body are short (a datastore map); their entries are checked by the job queue. */
+export const MAX_ARRAY_ITEMS = 256;
+
+export type FieldType = 'string' | 'boolean' | 'array';
 export interface FieldSpec {
   type: FieldType;
   required?: boolean;
@@ -35,7 +38,9 @@ export async function readBody(req: IncomingMessage, max = MAX_BODY_BYTES): Prom
 }
 
 /** Parses and checks a JSON body against `spec`. */
-export async function readJson(req: IncomingMessage, spec: BodySpec): Promise<Record<string, string | boolean>> {
+export type FieldValue = string | boolean | unknown[];
+
+export async function readJson(req: IncomingMessage, spec: BodySpec): Promise<Record<string, FieldValue>> {
   const type = req.headers['content-type'];
   if (type !== undefined && !/^application\/json\s*(;|$)/i.test(type)) {
     throw new HttpError(415, 'UNSUPPORTED_MEDIA_TYPE', `the body must be application/json, not ${type}`);
@@ -53,7 +58,7 @@ export async function readJson(req: IncomingMessage, spec: BodySpec): Promise<Re
     throw badRequest('BAD_BODY', 'the body must be a JSON object');
   }
   const obj = value as Record<string, unknown>;
-  const out: Record<string, string | boolean> = {};
+  const out: Record<string, FieldValue> = {};
   for (const key of Object.keys(obj)) {
     if (!Object.hasOwn(spec, key)) {
       throw badRequest('BAD_BODY', `unknown field '${key}' (known: ${Object.keys(spec).join(', ')})`);
@@ -65,13 +70,18 @@ export async function readJson(req: IncomingMessage, spec: BodySpec): Promise<Re
       if (f.required) throw badRequest('BAD_BODY', `field '${key}' is required`);
       continue;
     }
-    if (typeof v !== f.type) throw badRequest('BAD_BODY', `field '${key}' must be a ${f.type}`);
+    if (f.type === 'array' ? !Array.isArray(v) : typeof v !== f.type) {
+      throw badRequest('BAD_BODY', `field '${key}' must be a${f.type === 'array' ? 'n' : ''} ${f.type}`);
+    }
+    if (Array.isArray(v) && v.length > MAX_ARRAY_ITEMS) {
+      throw badRequest('BAD_BODY', `field '${key}' holds more than ${MAX_ARRAY_ITEMS} items`);
+    }
     if (typeof v === 'string') {
       if (v.length > MAX_FIELD_CHARS) throw badRequest('BAD_BODY', `field '${key}' is longer than ${MAX_FIELD_CHARS}`);
       if (v.includes('\0')) throw badRequest('BAD_BODY', `field '${key}' holds a NUL character`);
       if (f.required && v === '') throw badRequest('BAD_BODY', `field '${key}' is empty`);
     }
-    out[key] = v as string | boolean;
+    out[key] = v as FieldValue;
   }
   return out;
 }

@@ -5,7 +5,7 @@
  * like any other vdbak error.
  */
 import { errorsFor, type VdbakError } from '../../parsers/errors.js';
-import type { DaemonStatus, JobFilter, JobRow, RestoreJobParams } from '../daemon/types.js';
+import type { DaemonStatus, JobFilter, JobRow, RestoreJobParams, RestoreVmJobParams } from '../daemon/types.js';
 import type { ErrorBody } from './http-error.js';
 
 /** A daemon on loopback answers in milliseconds; a hung one must not hang the CLI. */
@@ -62,6 +62,10 @@ export class ApiClient {
 
   submitRestore(params: RestoreJobParams): Promise<JobRow> {
     return this.call('POST', 'restores', { ...params });
+  }
+
+  submitVmRestore(params: RestoreVmJobParams): Promise<JobRow> {
+    return this.call('POST', 'restores/vm', { ...params });
   }
 
   private async call<T>(method: 'GET' | 'POST', path: string, body?: unknown): Promise<T> {

@@ -253,6 +253,29 @@ const SCHEMAS: Json = {
       overwrite: { type: 'boolean', default: false },
     },
   },
+  VmRestoreRequest: {
+    type: 'object',
+    required: ['backup', 'to'],
+    additionalProperties: false,
+    properties: {
+      backup: { type: 'string', description: 'A backup ref (id, VM, VM~N); the job keeps the id it resolves to now.' },
+      to: { type: 'string', description: 'An absolute folder inside a configured restore root.' },
+      name: { type: 'string', description: "The restored VM's name (default: the source's)." },
+      format: { type: 'string', enum: ['vmdk-sparse', 'vmdk-flat', 'qcow2', 'raw'], description: 'Disk format.' },
+      datastoreMap: {
+        type: 'array',
+        maxItems: 256,
+        items: {
+          type: 'object',
+          required: ['from', 'to'],
+          additionalProperties: false,
+          properties: { from: { type: 'string' }, to: { type: 'string' } },
+        },
+        description: 'Datastore paths to rewrite in the restored configuration.',
+      },
+      keepIdentity: { type: 'boolean', description: 'Keep UUIDs and MAC addresses (default: new ones).' },
+    },
+  },
   CancelRequest: { type: 'object', additionalProperties: false, properties: {} },
 };
 
@@ -424,6 +447,22 @@ function paths(): Json {
           '202': accepted,
           ...COMMON_ERRORS,
           '403': error("'to' is outside every restore root (through '..' or a symlink out of one, too)."),
+          '404': E404,
+          '409': E409,
+          '413': error(`The body is larger than ${MAX_BODY_BYTES} bytes.`),
+          '415': error('The body is not application/json.'),
+        },
+      },
+    },
+    '/restores/vm': {
+      post: {
+        operationId: 'startVmRestore',
+        summary: 'Queue a whole-VM restore (disks rebuilt, configuration patched) into a folder inside a restore root.',
+        requestBody: body('VmRestoreRequest'),
+        responses: {
+          '202': accepted,
+          ...COMMON_ERRORS,
+          '403': error("'to' is outside every restore root."),
           '404': E404,
           '409': E409,
           '413': error(`The body is larger than ${MAX_BODY_BYTES} bytes.`),

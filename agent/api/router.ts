@@ -7,7 +7,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import type { DaemonContext } from '../daemon/types.js';
-import type { BodySpec } from './body.js';
+import type { BodySpec, FieldValue } from './body.js';
 import { badRequest, HttpError } from './http-error.js';
 import type { QuerySpec, QueryValues } from './params.js';
 
@@ -19,7 +19,7 @@ export interface Call {
   res: ServerResponse;
   params: Readonly<Record<string, string>>;
   query: QueryValues;
-  body: Record<string, string | boolean>;
+  body: Record<string, FieldValue>;
   log: Logger;
 }
 

@@ -38,20 +38,24 @@ describe('ApiClient', () => {
     expect(s.throttle).toEqual([{ datastore: 'sample' }]);
   });
 
-  it('submits a backup and a restore, lists, gets and cancels jobs', async () => {
+  it('submits a backup, a restore and a whole-VM restore, lists, gets and cancels jobs', async () => {
     const b = await client.submitBackup('win01');
     expect(b).toMatchObject({ kind: 'backup', state: 'queued', origin: 'api' });
     const to = join(f.roots.root, 'from-client');
     const r = await client.submitRestore({ backup: 'lin01', path: '/d0p1/etc', to });
     expect(r.kind).toBe('restore');
     expect(r.params).toMatchObject({ path: '/d0p1/etc', overwrite: false });
-    expect((await client.jobs()).items.map((j) => j.id)).toEqual([r.id, b.id]);
+    const vm = await client.submitVmRestore({ backup: 'win01', to: join(f.roots.root, 'vm'), keepIdentity: true });
+    expect(vm).toMatchObject({ kind: 'restore-vm', params: { keepIdentity: true } });
+    expect(await client.cancel(vm.id)).toMatchObject({ state: 'cancelled' });
+    expect((await client.jobs({ kind: 'restore' })).items.map((j) => j.id)).toEqual([r.id]);
     expect((await client.jobs({ kind: 'backup' })).items.map((j) => j.id)).toEqual([b.id]);
     expect((await client.jobs({ state: ['queued', 'running'], limit: 1 })).items.map((j) => j.id)).toEqual([r.id]);
+    expect((await client.jobs({ limit: 2 })).items.map((j) => j.id)).toEqual([vm.id, r.id]);
     expect(await client.job(b.id)).toEqual(b);
     const c = await client.cancel(b.id);
     expect(c.state).toBe('cancelled');
-    expect((await client.jobs({ state: 'cancelled' })).items.map((j) => j.id)).toEqual([b.id]);
+    expect((await client.jobs({ state: 'cancelled' })).items.map((j) => j.id)).toEqual([vm.id, b.id]);
   });
 
   it('turns refusals into typed errors with the server code', async () => {

@@ -265,6 +265,41 @@ describe('starting backups and restores', () => {
   });
 });
 
+describe('whole-VM restores', () => {
+  it('POST /restores/vm queues a restore-vm job with the backup id and the real folder', async () => {
+    const to = join(f.roots.root, 'vms');
+    const a = await call<JobRow>(f, 'POST', '/restores/vm', {
+      body: { backup: 'lin01', to, name: 'lin01-copy', format: 'qcow2', datastoreMap: [{ from: '/a', to: '/b' }] },
+    });
+    expect(a.status).toBe(202);
+    const lin = f.repo.catalog.backups({ vmId: f.repo.catalog.findVms('lin01')[0]!.id }).at(-1)!;
+    expect(a.body).toMatchObject({
+      kind: 'restore-vm',
+      params: {
+        backup: String(lin.id),
+        to: join(realpathSync(f.roots.root), 'vms'),
+        name: 'lin01-copy',
+        format: 'qcow2',
+        datastoreMap: [{ from: '/a', to: '/b' }],
+      },
+    });
+    const cases: [object, number, string][] = [
+      [{ backup: 'lin01', to: '/etc' }, 403, 'RESTORE_TO_OUTSIDE_ROOTS'],
+      [{ backup: 'lin01', to, format: 'vhd' }, 400, 'JOB_BAD_PARAMS'],
+      [{ backup: 'lin01', to, datastoreMap: [{ from: '/a' }] }, 400, 'JOB_BAD_PARAMS'],
+      [{ backup: 'lin01', to, datastoreMap: { from: '/a', to: '/b' } }, 400, 'BAD_BODY'],
+      [{ backup: 'lin01', to, datastoreMap: Array(300).fill({ from: '/a', to: '/b' }) }, 400, 'BAD_BODY'],
+      [{ backup: 'nosuchvm', to }, 404, 'VM_NOT_FOUND'],
+    ];
+    const before = f.jobs.list().length;
+    for (const [body, status, code] of cases) {
+      const e = await call<ErrorAnswer>(f, 'POST', '/restores/vm', { body });
+      expect([e.status, e.body.error.code], JSON.stringify(body).slice(0, 100)).toEqual([status, code]);
+    }
+    expect(f.jobs.list().length).toBe(before);
+  });
+});
+
 describe('jobs', () => {
   it('lists, filters, gets and cancels jobs', async () => {
     const job = (await call<JobRow>(f, 'POST', '/backups', { body: { vm: 'win01' } })).body;
