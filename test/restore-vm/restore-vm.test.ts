@@ -16,6 +16,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { resolveBackup } from '../../agent/browse/refs.js';
+import type { JobProgress } from '../../agent/daemon/types.js';
 import { openRepo, type Repo } from '../../agent/repo.js';
 import { dryRunRestoreVm, restoreVm } from '../../agent/restore-vm/restore-vm.js';
 import { DISK_FORMATS, type DiskFormat } from '../../agent/restore-vm/writers/types.js';
@@ -209,6 +210,29 @@ describe('restore-vm', () => {
     const again = await restoreVm(repo.catalog, repo.target, backup, { to, format: 'qcow2', overwrite: true });
     expect(again.status).toBe('success');
     expect(sh('qemu-img', ['compare', join(to, 'lin01.qcow2'), sourceRaw.get('lin01')!]).code).toBe(0);
+  });
+
+  it('reports progress up to every stored byte; a cancelled restore removes what it wrote', async () => {
+    const backup = resolveBackup(repo.catalog, 'win01');
+    const seen: JobProgress[] = [];
+    const r = await restoreVm(repo.catalog, repo.target, backup, {
+      to: join(work, 'win01-progress'),
+      format: 'raw',
+      onProgress: (p) => seen.push(p),
+    });
+    expect(seen[0]?.phase).toBe('configuration files');
+    expect(seen.at(-1)).toMatchObject({ phase: 'done', bytesDone: r.disks[0]!.bytes, bytesTotal: r.disks[0]!.bytes });
+    const ac = new AbortController();
+    const to = join(work, 'win01-cancelled');
+    const e = await restoreVm(repo.catalog, repo.target, backup, {
+      to,
+      format: 'qcow2',
+      signal: ac.signal,
+      // cancelled as soon as it starts: the disk file is already created when the rebuild sees it
+      onProgress: () => ac.abort(new Error('operator cancelled')),
+    }).catch((x: unknown) => x);
+    expect(e).toMatchObject({ kind: 'CancelledError', code: 'RESTORE_CANCELLED' });
+    expect(readdirSync(to)).toEqual([]);
   });
 
   it('a name that would leave the folder is refused', async () => {
