@@ -40,9 +40,8 @@ import { lockRepo, processAlive, type Repo } from '../repo.js';
 import type { VmSource } from '../source/resolve.js';
 import { type BucketStats, TokenBucket } from '../throttle/bucket.js';
 import type { ThrottleLoop } from '../throttle/loop.js';
-import type { JobContext } from './executors/context.js';
+import { type JobContext, JobFailedWithResult } from './executors/context.js';
 import { EXECUTORS } from './executors/index.js';
-import { CheckFailedError } from './executors/maint.js';
 import { jobLogger } from './logger.js';
 import type { JobError, JobKind, JobProgress, JobRow } from './types.js';
 
@@ -359,7 +358,7 @@ export class Runner {
         r.log.info('job cancelled');
       } else {
         const error = describe(e);
-        this.opts.jobs.fail(job.id, error, e instanceof CheckFailedError ? e.report : undefined);
+        this.opts.jobs.fail(job.id, error, e instanceof JobFailedWithResult ? e.result : undefined);
         outcome = 'failed';
         r.log.error({ err: error }, 'job failed');
       }

@@ -34,6 +34,21 @@ export interface JobContext {
 
 export type Executor = (ctx: JobContext) => Promise<unknown>;
 
+/**
+ * The job ran to its end but did not achieve what it was for (a check that
+ * found errors, a restore with failed files): the job is 'failed' with this
+ * code, and `result` (the report) is kept with it.
+ */
+export class JobFailedWithResult extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+    readonly result: unknown,
+  ) {
+    super(message);
+  }
+}
+
 export const jobErrors = (job: JobRow) => errorsFor({ image: `job ${job.id} (${job.kind})`, layer: 'job' });
 
 /** Throws the job's CancelledError when its signal fired (loops call it between files, packs, VMs). */

@@ -7,15 +7,7 @@ import { pruneRepo, type PruneReport } from '../../maint/prune.js';
 import { openRepo } from '../../repo.js';
 import { applyRetention } from '../../retention.js';
 import type { CheckJobParams, ForgetJobParams } from '../types.js';
-import { type Executor, jobErrors, throwIfCancelled } from './context.js';
-
-/** A check that finds errors fails the job; its report stays in the job's result. */
-export class CheckFailedError extends Error {
-  readonly code = 'CHECK_ERRORS';
-  constructor(readonly report: CheckReport) {
-    super(`check found ${report.errors.length} error(s): ${report.errors.slice(0, 3).join('; ')}`);
-  }
-}
+import { type Executor, JobFailedWithResult, jobErrors, throwIfCancelled } from './context.js';
 
 export const runCheck: Executor = async (ctx): Promise<CheckReport> => {
   const p = ctx.job.params as CheckJobParams;
@@ -44,7 +36,14 @@ export const runCheck: Executor = async (ctx): Promise<CheckReport> => {
       },
       report.ok ? 'check passed' : 'check found errors',
     );
-    if (!report.ok) throw new CheckFailedError(report);
+    if (!report.ok) {
+      // the job fails; its report stays in the job's result
+      throw new JobFailedWithResult(
+        'CHECK_ERRORS',
+        `check found ${report.errors.length} error(s): ${report.errors.slice(0, 3).join('; ')}`,
+        report,
+      );
+    }
     return report;
   } finally {
     repo.close();

@@ -12,7 +12,7 @@ import { DirSink } from '../../restore/dir-sink.js';
 import { restorePath } from '../../restore/engine.js';
 import type { RestoreReport, RestoreSink } from '../../restore/sink.js';
 import type { RestoreJobParams } from '../types.js';
-import { type Executor, type JobContext, throwIfCancelled } from './context.js';
+import { type Executor, JobFailedWithResult, type JobContext, throwIfCancelled } from './context.js';
 import { resolveRestoreTarget } from './restore-target.js';
 
 /** Checks the job's signal before each entry. */
@@ -41,6 +41,15 @@ export const runRestore: Executor = async (ctx): Promise<RestoreReport> => {
       { files: report.files, dirs: report.dirs, bytes: report.bytes, notes: report.notes.length },
       'restore complete',
     );
+    const failed = report.notes.filter((n) => n.kind === 'failed');
+    if (failed.length) {
+      // written in part: the job says so (the report, with every failed path, stays in its result)
+      throw new JobFailedWithResult(
+        'RESTORE_INCOMPLETE',
+        `${failed.length} item(s) could not be restored, e.g. ${failed[0]!.path}: ${failed[0]!.detail}`,
+        report,
+      );
+    }
     return report;
   } finally {
     repo.close();
