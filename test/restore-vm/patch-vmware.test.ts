@@ -99,6 +99,8 @@ describe('a restored VM whose snapshot chain comes back renamed, under a new nam
 
   it('plans without writing, and the plan names each change', () => {
     expect(snapshotFolder(dir)).toEqual(before);
+    // a removed (not present) disk is only mapped, without a warning
+    expect(plan.warnings).toEqual([]);
     const text = formatPlan(plan);
     for (const field of [
       'displayName',
@@ -160,6 +162,7 @@ describe('a restored VM whose snapshot chain comes back renamed, under a new nam
       'ide0:0': 'ide.vmdk',
     });
     expect(e('sata0:1.filename')).toBe('[ds2] iso/win.iso');
+    expect(e('scsi0:2.filename')).toBe('/vmfs/volumes/ds2/win01/removed.vmdk');
     expect(e('workingdir')).toBe('/vmfs/volumes/ds2/win01');
     expect(e('ethernet0.generatedaddress')).toBeUndefined();
     expect(e('ethernet0.generatedaddressoffset')).toBeUndefined();

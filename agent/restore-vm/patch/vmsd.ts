@@ -108,7 +108,7 @@ export function planVmsd(path: string, bytes: Buffer, ctx: PlanContext): PatchFi
         set(l, old, survivor(old) ?? old, 'its parent snapshot is dropped: it hangs from the nearest one that remains');
       } else if (DISK_FILE_RE.test(field)) {
         const fate = ctx.paths.fate(old);
-        if (fate.kind === 'restored') set(l, old, fate.name, 'the restored disk, in the same folder');
+        if (fate.kind !== 'missing') set(l, old, fate.name, 'the restored disk, in the same folder');
       } else if (field === 'filename') {
         const renamed = ctx.fileRenames.get(baseName(old));
         if (renamed !== undefined) set(l, old, renamed, 'state file named after the VM');

@@ -4,6 +4,7 @@
  * runtime and state files that do not come back with it.
  */
 import { basename } from 'node:path';
+import { parseBoolean } from '../../source/dictionary.js';
 import { type PlanContext, change } from './context.js';
 import { DictText, type DictLine } from './dict-text.js';
 import { baseName, isDatastorePath, mapDatastore } from './paths.js';
@@ -39,7 +40,7 @@ export function planVmx(path: string, bytes: Buffer, ctx: PlanContext): PatchFil
     change(changes, file, l.key, old, null, why);
   };
 
-  // identities first, so equal uuid.bios and uuid.location stay equal
+  // one new value per old value: a uuid.location equal to uuid.bios (a VM never moved) stays equal to it
   const newIds = new Map<string, string>();
   const identity = (l: DictLine, old: string): string => {
     const key = old.replace(/[\s-]/g, '').toLowerCase();
@@ -65,13 +66,16 @@ export function planVmx(path: string, bytes: Buffer, ctx: PlanContext): PatchFil
       drop(l, old, 'VMware derives it again at power-on; the old one points into the source datastore');
     } else if (disk && !isCdrom(text, disk, old)) {
       const fate = paths.fate(old);
-      if (fate.kind === 'restored') {
+      if (fate.kind !== 'missing') {
         set(l, old, fate.name, 'the restored disk, next to the .vmx');
-      } else if (fate.kind === 'missing') {
-        ctx.warnings.push(`${file}: ${l.key} names ${old}, which was not restored`);
-        const mapped = mapDatastore(old, paths.datastoreMap);
-        if (mapped !== undefined) set(l, old, mapped, 'datastore map');
+        continue;
       }
+      // a device that is not present was not backed up: only its path is mapped, without a warning
+      if (parseBoolean(text.get(`${disk[1]}${disk[2]}:${disk[3]}.present`)) === true) {
+        ctx.warnings.push(`${file}: ${l.key} names ${old}, which was not restored`);
+      }
+      const mapped = mapDatastore(old, paths.datastoreMap);
+      if (mapped !== undefined) set(l, old, mapped, 'datastore map');
     } else if (l.lower === VM_STATE_KEY) {
       if (old.trim() === '') continue;
       const fate = paths.fate(old);
