@@ -325,11 +325,10 @@ class Daemon {
       this.scheduler.stop();
       const api = this.api;
       this.api = undefined;
-      await Promise.all([
-        api ? withTimeout(api.close(), API_CLOSE_MS) : undefined,
-        this.runner.stop(Math.min(Date.now() + STOP_JOBS_MS, deadline - API_CLOSE_MS)),
-      ]);
+      const jobs = this.runner.stop(Math.min(Date.now() + STOP_JOBS_MS, deadline - API_CLOSE_MS));
+      // the jobs are aborted now; closing the buckets wakes workers asleep on a slow rate, so they see it at once
       this.throttle.stopAll();
+      await Promise.all([api ? withTimeout(api.close(), API_CLOSE_MS) : undefined, jobs]);
       try {
         this.repo.catalog.checkpoint();
       } catch (e) {

@@ -6,10 +6,11 @@
  * - a second daemon on the same repository is refused;
  * - SIGTERM during a backup: exit 0 within 10 s, the job back in the queue,
  *   daemon.json gone; the restarted daemon resumes the job to done;
- * - SIGHUP with an edited config: the new schedule shows in status and the
- *   running job continues; a bad config on SIGHUP is logged and the old one kept.
+ * - SIGHUP with an edited config: the new schedule shows in status, the API
+ *   moves to its new address, and the running job continues; a bad config on
+ *   SIGHUP is logged and the old one kept.
  */
-import { existsSync, mkdirSync, mkdtempSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -113,8 +114,11 @@ describe('daemon lifecycle', () => {
     );
 
     // ---- SIGHUP with a new schedule while the job runs: it shows, the job goes on ---------------
+    const oldListen = (base.api as { listen: string }).listen;
+    const newPort = await freePort();
     const edited = {
       ...base,
+      api: { listen: `127.0.0.1:${newPort}`, token: TOKEN },
       schedules: [
         ...(base.schedules as object[]),
         { name: 'monthly-check', kind: 'check', cron: '0 8 1 * *', readData: true },
@@ -135,6 +139,12 @@ describe('daemon lifecycle', () => {
     expect(['running', 'done'], `job ${job.id} after the reload: ${JSON.stringify(during)}`).toContain(during.state);
     expect(during.attempts).toBe(2);
     expect(b.logs().some((l) => l.msg === 'config reloaded')).toBe(true);
+    // the API moved with the config (status found it through daemon.json); the old address is closed
+    expect(JSON.parse(readFileSync(join(repo, 'daemon.json'), 'utf8')).api).toEqual({
+      host: '127.0.0.1',
+      port: newPort,
+    });
+    await expect(fetch(`http://${oldListen}/health`)).rejects.toThrow();
 
     // ---- a bad config on SIGHUP: logged, the old one stays -------------------------------------
     writeConfig(cfgPath, { ...edited, schedules: [{ name: 'broken', kind: 'backup', cron: '61 * * * *' }] });
