@@ -256,4 +256,34 @@ describe('downloads', () => {
     await expect.poll(() => f.foregroundCalls.active, { timeout: 10_000 }).toBe(0);
     expect((await get<{ ok: boolean }>(f, '/health')).ok).toBe(true);
   });
+
+  it("a stalled tar download does not hold the daemon's catalog connection (jobs can still be written)", async () => {
+    const before = f.foregroundCalls.n;
+    let req: ReturnType<typeof httpGet> | undefined;
+    await new Promise<void>((resolve, reject) => {
+      req = httpGet(
+        `${f.url}/backups/win01/download?path=/`,
+        { headers: { Authorization: `Bearer ${TOKEN}` } },
+        (res) => {
+          expect(res.statusCode).toBe(200);
+          res.once('data', () => {
+            // the tar is ~90 MB: the server is now blocked inside its catalog walk, waiting for us
+            res.pause();
+            resolve();
+          });
+        },
+      );
+      req.on('error', (e: NodeJS.ErrnoException) => (e.code === 'ECONNRESET' ? undefined : reject(e)));
+    });
+    try {
+      expect(f.foregroundCalls.active).toBe(1);
+      const job = await call<{ id: number }>(f, 'POST', '/backups', { body: { vm: 'win01' } });
+      expect(job.status).toBe(202);
+      expect(f.jobs.cancel(job.body.id)?.state).toBe('cancelled');
+    } finally {
+      req!.destroy();
+    }
+    expect(f.foregroundCalls.n).toBe(before + 1);
+    await expect.poll(() => f.foregroundCalls.active, { timeout: 10_000 }).toBe(0);
+  });
 });

@@ -13,7 +13,11 @@ import { treeRows } from '../../browse/tree.js';
 import { ChunkStore, versionContent } from '../../restore/chunks.js';
 import { restorePath } from '../../restore/engine.js';
 import { TarSink } from '../../restore/tar-sink.js';
-import type { Route } from '../router.js';
+import type { Logger } from 'pino';
+import type { DaemonContext } from '../../daemon/types.js';
+import { openRepo, type Repo } from '../../repo.js';
+import type { QueryValues } from '../params.js';
+import type { Reply, Route } from '../router.js';
 import { str } from './common.js';
 
 /** Characters kept as they are in the plain filename="..." of Content-Disposition. */
@@ -60,48 +64,66 @@ export const downloadRoutes: Route[] = [
       },
     },
     handle: async ({ ctx, params, query, res, log }) => {
-      const cat = ctx.repo.catalog;
-      const b = resolveBackup(cat, params.ref!);
-      const path = str(query, 'path')!;
-      let format = str(query, 'format');
-      if (format === undefined) {
-        // a tar for the root, a volume or a folder; anything else (a file, path:stream, a miss) is a file download
-        const where = resolvePath(cat, b, path);
-        const v =
-          where.volume && where.inner !== '/' ? cat.lookup(b.id, where.volume.volumeId, where.inner) : undefined;
-        format = !where.volume || where.inner === '/' || v?.type === 'dir' ? 'tar' : 'file';
+      // its own read-only connection: a tar download iterates the catalog across awaits (a slow client
+      // can hold it for minutes), and better-sqlite3 refuses every write on a connection while a query
+      // iterates, which on the shared one would be the running backup's and the job queue's
+      const repo = openRepo(ctx.repo.root, { readonly: true, target: ctx.repo.target });
+      try {
+        return await download(ctx, repo, params.ref!, query, res, log);
+      } finally {
+        repo.close();
       }
-      if (format === 'file') {
-        const { version, stream, size } = resolveContent(cat, b, path);
-        const name = stream === undefined ? version.name : `${version.name}_${stream}`;
-        const store = new ChunkStore(cat, ctx.repo.target);
-        await ctx.foreground(async () => {
-          res.writeHead(200, {
-            'Content-Type': 'application/octet-stream',
-            'Content-Length': String(size),
-            'Content-Disposition': contentDisposition(name),
-          });
-          for await (const chunk of versionContent(store, version, stream)) {
-            if (res.destroyed) return;
-            if (!res.write(chunk)) await drained(res);
-          }
-          res.end();
-        });
-        return { streamed: true };
-      }
-      // resolving checks the path before the 200 goes out; the rows themselves are not read here
-      treeRows(cat, b, path, false);
-      const base = lastName(path);
-      await ctx.foreground(async () => {
-        res.writeHead(200, {
-          'Content-Type': 'application/x-tar',
-          'Content-Disposition': contentDisposition(`${b.vmName}-${b.id}${base ? `-${base}` : ''}.tar`),
-        });
-        const report = await restorePath(cat, ctx.repo.target, b, path, new TarSink(res, { end: true }));
-        const failed = report.notes.filter((n) => n.kind === 'failed');
-        if (failed.length) log.warn({ backup: b.id, path, failed: failed.length }, 'tar download: some entries failed');
-      });
-      return { streamed: true };
     },
   },
 ];
+
+async function download(
+  ctx: DaemonContext,
+  repo: Repo,
+  ref: string,
+  query: QueryValues,
+  res: ServerResponse,
+  log: Logger,
+): Promise<Reply> {
+  const cat = repo.catalog;
+  const b = resolveBackup(cat, ref);
+  const path = str(query, 'path')!;
+  let format = str(query, 'format');
+  if (format === undefined) {
+    // a tar for the root, a volume or a folder; anything else (a file, path:stream, a miss) is a file download
+    const where = resolvePath(cat, b, path);
+    const v = where.volume && where.inner !== '/' ? cat.lookup(b.id, where.volume.volumeId, where.inner) : undefined;
+    format = !where.volume || where.inner === '/' || v?.type === 'dir' ? 'tar' : 'file';
+  }
+  if (format === 'file') {
+    const { version, stream, size } = resolveContent(cat, b, path);
+    const name = stream === undefined ? version.name : `${version.name}_${stream}`;
+    const store = new ChunkStore(cat, repo.target);
+    await ctx.foreground(async () => {
+      res.writeHead(200, {
+        'Content-Type': 'application/octet-stream',
+        'Content-Length': String(size),
+        'Content-Disposition': contentDisposition(name),
+      });
+      for await (const chunk of versionContent(store, version, stream)) {
+        if (res.destroyed) return;
+        if (!res.write(chunk)) await drained(res);
+      }
+      res.end();
+    });
+    return { streamed: true };
+  }
+  // resolving checks the path before the 200 goes out; the rows themselves are not read here
+  treeRows(cat, b, path, false);
+  const base = lastName(path);
+  await ctx.foreground(async () => {
+    res.writeHead(200, {
+      'Content-Type': 'application/x-tar',
+      'Content-Disposition': contentDisposition(`${b.vmName}-${b.id}${base ? `-${base}` : ''}.tar`),
+    });
+    const report = await restorePath(cat, repo.target, b, path, new TarSink(res, { end: true }));
+    const failed = report.notes.filter((n) => n.kind === 'failed');
+    if (failed.length) log.warn({ backup: b.id, path, failed: failed.length }, 'tar download: some entries failed');
+  });
+  return { streamed: true };
+}
