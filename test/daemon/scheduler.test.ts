@@ -53,6 +53,9 @@ describe('cron arithmetic', () => {
     '0 0 L * *',
     '0 12 * * 1#2',
     '0 9 * * 5L',
+    // the last minute of a day, after days that cannot match: a walk that jumps a day too far misses it
+    '59 23 * * 1',
+    '59 59 23 L * *',
   ];
 
   it('nextRunMs agrees with node-cron’s own walker (UTC and a zone with DST)', () => {
@@ -97,6 +100,7 @@ describe('cron arithmetic', () => {
     expect(prev('30 2 * * *', '2026-06-10T01:00:00Z')).toBe('2026-06-09T02:30:00.000Z');
     expect(prev('30 2 * * *', '2026-06-10T03:00:00Z')).toBe('2026-06-10T02:30:00.000Z');
     expect(prev('0 3 * * 0', '2026-06-10T00:00:00Z')).toBe('2026-06-07T03:00:00.000Z'); // a Sunday
+    expect(prev('59 23 * * 1', '2026-06-10T12:00:00Z')).toBe('2026-06-08T23:59:00.000Z');
     expect(prev('0 0 1 * *', '2026-03-01T00:00:00Z')).toBe('2026-02-01T00:00:00.000Z');
     expect(prev('*/20 * * * * *', '2026-06-10T12:00:39Z')).toBe('2026-06-10T12:00:20.000Z');
     expect(prev('0 0 L * *', '2026-03-15T00:00:00Z')).toBe('2026-02-28T00:00:00.000Z');
@@ -113,7 +117,7 @@ describe('cron arithmetic', () => {
     for (const expr of EXPRESSIONS) {
       for (const tz of [UTC, 'Europe/Berlin']) {
         const spec = cronSpec(expr, tz);
-        for (let i = 0; i < 5; i++) {
+        for (let i = 0; i < 8; i++) {
           const t = at('2026-01-01T00:00:00Z') + Math.floor(rand() * 360 * 24 * 3600 * 1000);
           const p = previousRunMs(spec, t);
           if (p === undefined) continue; // e.g. '0 12 * * 1#2' can be 35 days back only rarely
