@@ -31,6 +31,12 @@ import type { DiskWriter } from './writers/types.js';
 export const REGIONS_PART_INDEX = -1;
 export const REGIONS_FS_TYPE = 'regions';
 export const REGIONS_PATH = '/regions.raw';
+/**
+ * Files placed at once: their chunk reads overlap, so that a volume of small
+ * files is not bound by the target's latency. Each holds a few chunks
+ * (ChunkStore's read-ahead), so memory stays a few dozen MiB.
+ */
+const FILES_IN_FLIGHT = 4;
 /** Example paths kept per kind of note (the counts are exact). */
 const MAX_EXAMPLES = 5;
 
@@ -167,6 +173,30 @@ async function* chunkSegments(
   let k = 0;
   for await (const bytes of store.stream(chunks.map((c) => c.hash))) {
     yield { offset: chunks[k++]!.offset, bytes };
+  }
+}
+
+/** Runs up to `max` tasks at once; the first failure stops new ones and is thrown once all have settled. */
+class InFlight {
+  private readonly running = new Set<Promise<void>>();
+  private failure: { error: unknown } | undefined;
+
+  constructor(private readonly max: number) {}
+
+  async add(task: () => Promise<void>): Promise<void> {
+    while (this.running.size >= this.max) await Promise.race(this.running);
+    if (this.failure) return this.drain();
+    const p: Promise<void> = task()
+      .catch((error: unknown) => {
+        this.failure ??= { error };
+      })
+      .finally(() => this.running.delete(p));
+    this.running.add(p);
+  }
+
+  async drain(): Promise<void> {
+    while (this.running.size > 0) await Promise.race(this.running);
+    if (this.failure) throw this.failure.error;
   }
 }
 
@@ -357,15 +387,19 @@ export async function rebuildDisk(
       await placeStream(source, s.pieces, writer, counters, current, check, s.stored);
       continue;
     }
+    const files = new InFlight(FILES_IN_FLIGHT);
     for (const v of placedFiles(cat, backup, s.vol)) {
       if (v.meta?.readError) continue;
       const pieces = filePieces(v, s.vol, err);
       if (pieces.length === 0) continue;
-      current = `/${s.vol.name}${v.path}`;
+      const what = `/${s.vol.name}${v.path}`;
+      current = what;
       check();
-      const source = chunkSegments(store, neededChunks(cat, v, pieces, current));
-      await placeStream(source, pieces, writer, counters, current, check);
+      const chunks = neededChunks(cat, v, pieces, what);
+      // files never share disk bytes (the plan checked), so they may be written in any order
+      await files.add(() => placeStream(chunkSegments(store, chunks), pieces, writer, counters, what, check));
     }
+    await files.drain();
   }
   check();
   await writer.finish();
