@@ -224,6 +224,23 @@ export function validateJobParams(kind: unknown, params: unknown): { kind: JobKi
   return { kind: k, params: p as JobParams };
 }
 
+/**
+ * Runs `fn` in its own committed transaction on `cat`'s connection, outside
+ * any batch a running backup has open there (committing that batch first and
+ * reopening it after). For the daemon's own small writes that must not be
+ * rolled back with a failing backup (jobs, schedule runs, discovery).
+ */
+export function writeOutsideBatch<T>(cat: Catalog, fn: () => T): T {
+  const db = cat.db;
+  const hadBatch = db.inTransaction;
+  if (hadBatch) db.exec('COMMIT');
+  try {
+    return db.transaction(fn)();
+  } finally {
+    if (hadBatch) db.exec('BEGIN');
+  }
+}
+
 /** What a JobStore tells its listeners (the runner: start a submitted job now, abort a cancelled one now). */
 export type JobStoreEvent = { type: 'submit' | 'cancel'; job: JobRow };
 
@@ -239,16 +256,8 @@ export class JobStore implements JobQueue {
     this.keepFinished = Math.max(1, Math.floor(opts.keepFinished ?? KEEP_FINISHED_JOBS));
   }
 
-  /** Runs `fn` in its own committed transaction, outside any batch a backup has open on this connection. */
   private write<T>(fn: () => T): T {
-    const db = this.cat.db;
-    const hadBatch = db.inTransaction;
-    if (hadBatch) db.exec('COMMIT');
-    try {
-      return db.transaction(fn)();
-    } finally {
-      if (hadBatch) db.exec('BEGIN');
-    }
+    return writeOutsideBatch(this.cat, fn);
   }
 
   /** Calls `fn` after each submit and cancel made through this store; returns the unsubscribe. */

@@ -251,6 +251,20 @@ describe('Runner', () => {
     const d = await until(again.id, ['done', 'failed', 'cancelled']);
     expect(d.error).toBeUndefined();
     expect(d.state).toBe('done');
+    // what the completed backup holds is exact, folders and all
+    const to = join(restoreRoot, 'ana-after-cancel');
+    const vol = repo.catalog.backupVolumes((d.result as BackupResult).backupId).find((v) => v.fsType === 'ntfs')!.name;
+    const r = jobs.submit('restore', { backup: 'win01', path: `/${vol}/Users/ana`, to }, 'api');
+    const rr = await until(r.id, ['done', 'failed', 'cancelled']);
+    expect(rr.error).toBeUndefined();
+    const diffs = compareTrees(
+      snapshotTree(join(store, 'sources', 'win01', 'Users', 'ana')),
+      snapshotTree(join(to, 'ana')),
+      {
+        extra: (p) => p.includes(':'),
+      },
+    );
+    expect(diffs).toEqual([]);
     await h.runner.stop(10_000);
     const check = vdbak(['check', '--repo', root]);
     expect(check.stderr + check.stdout).toContain('no errors were found');
