@@ -5,13 +5,9 @@
  * them too.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { dirname, join, relative, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
-
-const root = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
-const store = join(root, '.cache', 'demo', 'store');
-const cli = join(root, 'bin', 'vdbak.js');
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join, relative } from 'node:path';
+import { CLI as cli, ensureSampleStore, PROJECT_ROOT as root, SAMPLE_STORE as store } from './sample-store.js';
 
 function say(text: string): void {
   process.stdout.write(`\n\x1b[1m== ${text}\x1b[0m\n`);
@@ -26,14 +22,7 @@ function vdbak(...args: string[]): void {
   }
 }
 
-if (!existsSync(join(store, '.done'))) {
-  say('Building a sample volume store with real tools (once; cached in .cache/demo)');
-  const r = spawnSync('bash', [join(root, 'scripts', 'make-sample-store.sh'), store], { stdio: 'inherit' });
-  if (r.status !== 0) {
-    process.stderr.write('demo: building the sample store failed (see above)\n');
-    process.exit(1);
-  }
-}
+if (!ensureSampleStore(say)) process.exit(1);
 const rel = (p: string) => relative(process.cwd(), p) || p;
 const win = rel(join(store, 'win01', 'win01-000001.vmdk'));
 const lin = rel(join(store, 'lin01', 'lin01.vmdk'));

@@ -64,8 +64,13 @@ export function resolveRestoreTarget(to: string, roots: readonly string[]): stri
   }
   const real = resolveThroughExisting(to);
   for (const root of roots) {
-    const r = realOf(root);
-    if (r === undefined) continue;
+    // a root not made yet (the default one inside the repository) is resolved like `to`: through its existing ancestors
+    let r: string;
+    try {
+      r = resolveThroughExisting(root);
+    } catch {
+      continue;
+    }
     if (real === r || real.startsWith(r.endsWith(sep) ? r : r + sep)) return real;
   }
   throw err(to).unsupported(

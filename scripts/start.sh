@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The README's first command: the daemon on its embedded defaults, watching the sample volume store,
+# and a short tour of how to use it. Ctrl-C stops the daemon; --tour-only stops it after the tour.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -d node_modules ] || bash scripts/ensure-deps.sh
+bash scripts/ensure-deps.sh --no-npm
+npm run --silent build
+exec node dist/agent/start.js "$@"
