@@ -360,8 +360,8 @@ export class Runner {
       r.log.info(outcome === 'done' ? 'job done' : 'job done after it was given up; its outcome is dropped');
     } catch (e) {
       this.flushProgress(r, true);
-      const aborted = r.ac.signal.aborted && (isCancel(e) || r.ac.signal.aborted);
-      if (aborted && this.stopping && !r.cancelled) {
+      // whatever it threw, a job aborted by the stop (not cancelled by someone) runs again at the next start
+      if (r.ac.signal.aborted && this.stopping && !r.cancelled) {
         this.opts.jobs.requeue(job.id);
         outcome = 'requeued';
         r.log.info({ err: describe(e) }, 'interrupted by the stop: queued again');
