@@ -348,6 +348,11 @@ export class JobStore implements JobQueue {
    */
   claim(kinds: readonly JobKind[], nowMs = Date.now()): JobRow | undefined {
     if (kinds.length === 0) return undefined;
+    // the runner asks on every poll: a read first, so an empty queue costs no write (and no commit of a backup's batch)
+    const any = this.cat.db
+      .prepare(`SELECT 1 FROM jobs WHERE state = 'queued' AND kind IN (SELECT value FROM json_each(?)) LIMIT 1`)
+      .get(JSON.stringify(kinds));
+    if (any === undefined) return undefined;
     return this.write(() => {
       const r = this.cat.db
         .prepare(
