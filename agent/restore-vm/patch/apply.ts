@@ -1,14 +1,15 @@
 /**
  * applyPatch: writes a patch plan, all files or none. Every new content goes
- * to `<file>.tmp-<pid>` first (written, fsynced); only when all of them are
- * written are they renamed over the originals, then the folder is fsynced. An
- * error or a kill before the renames leaves every original as it was (the
- * next patch of the folder removes the stray temporaries).
+ * to `<file>.tmp-<pid>` first (written, fsynced). When all are written, the
+ * steps left (renames over the originals, renames of files named after the
+ * VM, in-place descriptor writes) are committed to a journal (journal.ts),
+ * then done, and the folder is fsynced. A failure or a kill before the commit
+ * leaves every original as it was (the next patch removes the temporaries);
+ * a kill after it is finished by the next patch of the folder.
  *
- * A descriptor embedded in a sparse disk is rewritten in place instead (its
- * reserved sectors, after the renames): copying a disk of many GiB to change
- * 10 KiB would cost more than the restore. A crash in the middle of that one
- * write of a few sectors is the one window this does not close.
+ * A descriptor embedded in a sparse disk is rewritten in place (its reserved
+ * sectors): copying a disk of many GiB to change 10 KiB would cost more than
+ * the restore. Its bytes are in the journal, so a torn write is redone.
  *
  * The plan remembers what each file held when it was planned; a file that
  * changed since is not overwritten (PATCH_STALE).
@@ -22,19 +23,19 @@ import {
   readFileSync,
   readSync,
   realpathSync,
-  renameSync,
   rmSync,
   statSync,
   writeSync,
 } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { errorsFor } from '../../../parsers/errors.js';
+import { commitJournal, type JournalStep, recoverJournal, runJournal } from './journal.js';
 import { withPatchLock } from './lock.js';
 import { planPatch } from './plan.js';
 import type { PatchFilePlan, PatchOptions, PatchPlan } from './types.js';
 
-/** Where a test may stop the process: after every temporary is written, after every rename. */
-export type PatchStep = 'temps-written' | 'renamed';
+/** Where a test may stop the process: temporaries written, journal committed, every step done. */
+export type PatchStep = 'temps-written' | 'committed' | 'renamed';
 
 export interface ApplyOptions {
   /** Test hook (crash tests kill the process here). */
@@ -109,28 +110,6 @@ function writeTemp(f: PatchFilePlan, content: Buffer): string {
   return tmp;
 }
 
-function writeInPlace(path: string, offset: number, bytes: Buffer): void {
-  let fd: number | undefined;
-  try {
-    fd = openSync(path, 'r+');
-    writeSync(fd, bytes, 0, bytes.length, offset);
-    fsyncSync(fd);
-  } catch (e) {
-    throw io(path, 'cannot write the embedded descriptor', e);
-  } finally {
-    if (fd !== undefined) closeSync(fd);
-  }
-}
-
-function fsyncFolder(folder: string): void {
-  const fd = openSync(folder, 'r');
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-}
-
 /** Temporaries of a patch that died (`<file>.tmp-<pid>` beside its file): we hold the lock, so no live patch owns any. */
 function removeStrayTemps(folder: string): void {
   const names = new Set(readdirSync(folder));
@@ -143,49 +122,53 @@ function removeStrayTemps(folder: string): void {
 }
 
 function applyLocked(plan: PatchPlan, o: ApplyOptions): ApplyResult {
-  removeStrayTemps(plan.folder);
+  const { folder } = plan;
+  recoverJournal(folder);
+  removeStrayTemps(folder);
   checkUnchanged(plan);
   const temps: { f: PatchFilePlan; tmp: string }[] = [];
+  const steps: JournalStep[] = [];
+  const result: ApplyResult = { written: [], renamed: [] };
   try {
     for (const f of plan.files) if (f.content) temps.push({ f, tmp: writeTemp(f, f.content) });
+    o.hook?.('temps-written');
+    for (const { f, tmp } of temps) {
+      const to = f.renameTo ?? f.path;
+      steps.push({
+        op: 'rename',
+        from: basename(tmp),
+        to: basename(to),
+        ...(f.renameTo ? { unlink: basename(f.path) } : {}),
+      });
+      result.written.push(to);
+      if (f.renameTo) result.renamed.push({ from: f.path, to: f.renameTo });
+    }
+    for (const f of plan.files) {
+      if (f.inPlace) {
+        steps.push({
+          op: 'write',
+          file: basename(f.path),
+          offset: f.inPlace.offset,
+          bytes: f.inPlace.bytes.toString('base64'),
+        });
+        result.written.push(f.path);
+      }
+      if (f.renameTo && !f.content) {
+        steps.push({ op: 'rename', from: basename(f.path), to: basename(f.renameTo) });
+        result.renamed.push({ from: f.path, to: f.renameTo });
+      }
+    }
+    for (const r of plan.renames) {
+      steps.push({ op: 'rename', from: basename(r.from), to: basename(r.to) });
+      result.renamed.push({ from: r.from, to: r.to });
+    }
+    commitJournal(folder, steps);
   } catch (e) {
     for (const t of temps) rmSync(t.tmp, { force: true });
     throw e;
   }
-  o.hook?.('temps-written');
-
-  const result: ApplyResult = { written: [], renamed: [] };
-  const rename = (from: string, to: string, file: string) => {
-    try {
-      renameSync(from, to);
-    } catch (e) {
-      throw io(file, `cannot rename ${basename(from)} to ${basename(to)}`, e);
-    }
-  };
-  for (const { f, tmp } of temps) {
-    const to = f.renameTo ?? f.path;
-    rename(tmp, to, f.path);
-    if (f.renameTo) {
-      rmSync(f.path, { force: true });
-      result.renamed.push({ from: f.path, to: f.renameTo });
-    }
-    result.written.push(to);
-  }
-  for (const f of plan.files) {
-    if (f.inPlace) {
-      writeInPlace(f.path, f.inPlace.offset, f.inPlace.bytes);
-      result.written.push(f.path);
-    }
-    if (f.renameTo && !f.content) {
-      rename(f.path, f.renameTo, f.path);
-      result.renamed.push({ from: f.path, to: f.renameTo });
-    }
-  }
-  for (const r of plan.renames) {
-    rename(r.from, r.to, r.from);
-    result.renamed.push({ from: r.from, to: r.to });
-  }
-  fsyncFolder(plan.folder);
+  o.hook?.('committed');
+  runJournal(folder, steps);
   o.hook?.('renamed');
   return result;
 }
@@ -206,7 +189,23 @@ export function patchFolder(
 ): Promise<{ plan: PatchPlan; result: ApplyResult }> {
   const dir = resolve(folder);
   return withPatchLock(opts.lockKey ?? realpathSync(dir), dir, () => {
+    // a patch killed after its commit is finished first: this one plans from its result
+    recoverJournal(dir);
     const plan = planPatch(dir, opts);
     return { plan, result: applyLocked(plan, o) };
+  });
+}
+
+/**
+ * Finishes a patch of `folder` that was killed after its commit, and removes
+ * the temporaries of one killed before it. Returns whether a patch was
+ * finished. patchFolder and applyPatch do this themselves first.
+ */
+export function recoverPatch(folder: string, lockKey?: string): Promise<boolean> {
+  const dir = resolve(folder);
+  return withPatchLock(lockKey ?? realpathSync(dir), dir, () => {
+    const done = recoverJournal(dir);
+    removeStrayTemps(dir);
+    return done;
   });
 }
