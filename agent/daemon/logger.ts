@@ -20,9 +20,9 @@ export function createLogger(opts: LoggerOptions): Logger {
     timestamp: pino.stdTimeFunctions.isoTime,
   };
   const d = opts.destination;
-  if (d === undefined) return pino(options, pino.destination({ dest: 1, sync: false }));
-  if (typeof d === 'string')
-    return pino(options, pino.destination({ dest: d, append: true, mkdir: true, sync: false }));
+  // synchronous writes: a daemon logs a few lines a second, and the last ones before an exit must not be lost
+  if (d === undefined) return pino(options, pino.destination({ dest: 1, sync: true }));
+  if (typeof d === 'string') return pino(options, pino.destination({ dest: d, append: true, mkdir: true, sync: true }));
   return pino(options, d as DestinationStream);
 }
 
