@@ -10,8 +10,10 @@ import { parseArgs } from 'node:util';
 import { isVdbakError } from '../../parsers/errors.js';
 import { resolveBackup } from '../browse/refs.js';
 import { humanBytes } from '../format.js';
+import { sanitizeForTerminal } from '../progress.js';
 import { openRepo, repoPath } from '../repo.js';
 import type { DatastoreMapping } from '../restore-vm/patch/index.js';
+import type { JobProgress } from '../daemon/types.js';
 import type { DryRunResult, PlannedDisk, RestoreVmResult } from '../restore-vm/restore-vm.js';
 import { DISK_FORMATS, isDiskFormat } from '../restore-vm/writers/types.js';
 import { writeOut } from '../stdout.js';
@@ -47,7 +49,7 @@ function summary(r: RestoreVmResult | DryRunResult): string {
   ];
   for (const c of r.config) lines.push(`  config ${c.name} (${humanBytes(c.size)})`);
   if (r.status === 'dry-run') {
-    if (r.patch) lines.push(r.patch.text.trimEnd());
+    if (r.patch) lines.push(...r.patch.text.trimEnd().split('\n'));
     else lines.push('  no configuration files in the backup: nothing to patch');
   } else if (r.patch) {
     lines.push(`  patched: ${r.patch.changes} change(s) in ${r.patch.written.length} file(s)`);
@@ -56,7 +58,28 @@ function summary(r: RestoreVmResult | DryRunResult): string {
   } else {
     lines.push('  no configuration files in the backup: nothing patched');
   }
-  return `${lines.join('\n')}\n`;
+  // guest paths (unread files, overlaps) and configuration values reach the terminal: no control characters
+  return `${lines.map(sanitizeForTerminal).join('\n')}\n`;
+}
+
+/** A one-line live status on a terminal (stderr), nothing otherwise. */
+function liveLine(enabled: boolean): { update: (p: JobProgress) => void; clear: () => void } {
+  if (!enabled) return { update: () => undefined, clear: () => undefined };
+  let shown = false;
+  return {
+    update: (p) => {
+      const pct = p.bytesTotal ? ` ${Math.floor((100 * p.bytesDone) / p.bytesTotal)}%` : '';
+      const text = sanitizeForTerminal(
+        `restore-vm: ${p.phase}${pct} ${humanBytes(p.bytesDone)}${p.current ? ` ${p.current}` : ''}`,
+      );
+      const cols = process.stderr.columns || 80;
+      process.stderr.write(`\r\x1b[K${text.slice(0, cols - 1)}`);
+      shown = true;
+    },
+    clear: () => {
+      if (shown) process.stderr.write('\r\x1b[K');
+    },
+  };
 }
 
 export async function cmdRestoreVm(args: string[]): Promise<number> {
@@ -87,6 +110,7 @@ export async function cmdRestoreVm(args: string[]): Promise<number> {
   const onSignal = () => ac.abort(new Error('interrupted'));
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
+  const live = liveLine(!values.json && process.stderr.isTTY === true);
   try {
     const backup = resolveBackup(repo.catalog, ref);
     const opts = {
@@ -97,18 +121,25 @@ export async function cmdRestoreVm(args: string[]): Promise<number> {
       keepIdentity: values['keep-identity'] ?? false,
       overwrite: values.overwrite ?? false,
       signal: ac.signal,
+      onProgress: live.update,
     };
     const r = values['dry-run']
       ? await dryRunRestoreVm(repo.catalog, repo.target, backup, opts)
       : await restoreVm(repo.catalog, repo.target, backup, opts);
+    live.clear();
     await writeOut(values.json ? `${JSON.stringify(r)}\n` : summary(r));
     return r.status === 'incomplete' ? 1 : 0;
   } catch (e) {
+    live.clear();
     if (!isVdbakError(e)) throw e;
     const field = typeof e.details.field === 'string' ? e.details.field : undefined;
     const failed = { status: 'failed', error: { code: e.code, message: e.message, file: e.image, field } };
     if (values.json) await writeOut(`${JSON.stringify(failed)}\n`);
-    else process.stderr.write(`vdbak: restore-vm failed: ${e.message}${field ? ` (field ${field})` : ''}\n`);
+    else {
+      process.stderr.write(
+        `vdbak: restore-vm failed: ${sanitizeForTerminal(e.message)}${field ? ` (field ${sanitizeForTerminal(field)})` : ''}\n`,
+      );
+    }
     return 1;
   } finally {
     process.off('SIGINT', onSignal);
