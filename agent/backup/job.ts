@@ -38,6 +38,7 @@ import {
   FileRuns,
   merged,
   pieces,
+  REGION_CHUNK_SIZES,
   regions,
   shifted,
   subtract,
@@ -543,7 +544,7 @@ class BackupRun {
       meta: { diskRegions: true, allocatedBytes: res.bytes },
       chunks: [],
     };
-    const base = this.taskBase(diskPath, format, WHOLE_DISK);
+    const base = { ...this.taskBase(diskPath, format, WHOLE_DISK), chunkSizes: { ...REGION_CHUNK_SIZES } };
     await this.storeRanges(base, volumeId, REGIONS_PATH, record, pieces(res.runs, SEGMENT_BYTES));
     return { runs: res.runs.length, bytes: res.bytes };
   }
