@@ -9,7 +9,16 @@
  */
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  copyFileSync,
+  existsSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -388,6 +397,17 @@ describe('errors name the file and the field', () => {
     const dir = makeVmFolder({}, { 'new01.nvram': 'someone else’s' });
     const e = typed(() => planPatch(dir, { name: 'new01', datastoreMap: [], diskFiles: diskFiles({}) }));
     expect(isVdbakError(e) && e.code).toBe('PATCH_RENAME_EXISTS');
+  });
+
+  it('a symlinked disk is never written through (it may lead out of the folder)', async () => {
+    const dir = makeVmFolder();
+    const outside = join(mkdtempSync(join(tmpdir(), 'vdbak-patch-outside-')), 'victim.vmdk');
+    copyFileSync(join(dir, 'ide.vmdk'), outside);
+    const before = readFileSync(outside);
+    symlinkSync(outside, join(dir, 'link.vmdk'));
+    const { plan } = await patchFolder(dir, { datastoreMap: [], diskFiles: diskFiles({}) });
+    expect(plan.files.map((f) => f.path)).not.toContain(join(dir, 'link.vmdk'));
+    expect(readFileSync(outside).equals(before)).toBe(true);
   });
 
   it('a name that cannot name files is refused', () => {

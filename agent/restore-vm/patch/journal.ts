@@ -9,6 +9,7 @@
  */
 import {
   closeSync,
+  constants,
   existsSync,
   fsyncSync,
   openSync,
@@ -86,7 +87,8 @@ function runStep(folder: string, s: JournalStep): void {
   const path = join(folder, s.file);
   let fd: number | undefined;
   try {
-    fd = openSync(path, 'r+');
+    // never through a link: the plan only takes regular files, and one swapped for a link since is refused
+    fd = openSync(path, constants.O_RDWR | constants.O_NOFOLLOW);
     const b = Buffer.from(s.bytes, 'base64');
     writeSync(fd, b, 0, b.length, s.offset);
     fsyncSync(fd);

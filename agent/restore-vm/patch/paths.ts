@@ -5,7 +5,7 @@
  * paths two ways, "/vmfs/volumes/ds1/vm/disk.vmdk" and "[ds1] vm/disk.vmdk";
  * libvirt writes plain absolute paths.
  */
-import { existsSync } from 'node:fs';
+import { lstatSync } from 'node:fs';
 import { join } from 'node:path';
 import type { DatastoreMapping, DiskRename } from './types.js';
 
@@ -84,8 +84,9 @@ export class PathContext {
     const base = baseName(value);
     const renamed = this.renames.get(base);
     if (renamed !== undefined) return { kind: 'restored', name: renamed };
-    if (base !== '' && !this.newNames.has(base) && existsSync(join(this.folder, base)))
-      return { kind: 'present', name: base };
+    // a regular file, not '..' or a folder or a link out of the folder
+    const here = base === '' ? undefined : lstatSync(join(this.folder, base), { throwIfNoEntry: false });
+    if (here?.isFile() && !this.newNames.has(base)) return { kind: 'present', name: base };
     return { kind: 'missing' };
   }
 

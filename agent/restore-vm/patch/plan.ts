@@ -4,7 +4,7 @@
  * holds each file's new content (or, for a descriptor embedded in a sparse
  * disk, the bytes of its reserved sectors), so that applyPatch only writes.
  */
-import { readdirSync, readFileSync, realpathSync, statSync } from 'node:fs';
+import { lstatSync, readdirSync, readFileSync, realpathSync, statSync } from 'node:fs';
 import { basename, extname, isAbsolute, join, resolve } from 'node:path';
 import { errorsFor } from '../../../parsers/errors.js';
 import { type PlanContext, fileBaseFor } from './context.js';
@@ -59,10 +59,11 @@ function listFiles(folder: string): string[] {
   if (names.length > MAX_FOLDER_FILES) {
     throw err.limit('PATCH_FOLDER_TOO_LARGE', `${names.length} entries`, { cap: MAX_FOLDER_FILES });
   }
-  // our own lock and temporary files are not the VM's
+  // our own lock, journal and temporary files are not the VM's; a symlink is not followed (a patch
+  // writes in place into disks, and must never write through a link to a file outside the folder)
   return names
     .filter((n) => !n.startsWith('.') && !/\.tmp-\d+$/.test(n))
-    .filter((n) => statSync(join(folder, n), { throwIfNoEntry: false })?.isFile() === true)
+    .filter((n) => lstatSync(join(folder, n), { throwIfNoEntry: false })?.isFile() === true)
     .sort();
 }
 
