@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { initRepo, openRepo, type Repo } from '../../agent/repo.js';
 import { planRestoreVm, restoreVm } from '../../agent/restore-vm/restore-vm.js';
 import type { BackupRow } from '../../catalog/catalog.js';
+import { vdbak } from '../helpers/vdbak.js';
 
 const MiB = 1024 * 1024;
 
@@ -86,5 +87,31 @@ describe('restore-vm names', () => {
     ]);
     expect(readdirSync(to).sort()).toEqual(['two.raw', 'two_1.raw']);
     expect(existsSync(join(to, 'config'))).toBe(false);
+  });
+
+  it("a guest's file name never writes control characters to the terminal", () => {
+    const b = backupWithDisks(repo, 'esc', ['/ds/esc/esc.vmdk']);
+    const cat = repo.catalog;
+    // a file of the guest that could not be read at backup time is named in the report
+    const vol = cat.upsertVolume(cat.upsertDisk(b.vmId, 'scsi0:0', 0), 1, 'd0p1');
+    cat.addBackupVolume(b.id, vol, { offset: 0, length: MiB, fsType: 'ext4', mode: 'files' });
+    cat.insertVersion(vol, '/evil\u001b]0;owned\u0007\u001b[2J.txt', b.id, {
+      fsId: '12',
+      type: 'file',
+      size: 4096,
+      mode: 0o644,
+      uid: 0,
+      gid: 0,
+      nlink: 1,
+      mtimeNs: 0n,
+      atimeNs: 0n,
+      ctimeNs: 0n,
+      runs: [{ fileOffset: 0, volumeOffset: 4096, length: 4096 }],
+      meta: { readError: { code: 'IO', message: 'gone' } },
+    });
+    const r = vdbak(['restore-vm', '--repo', join(work, 'repo'), String(b.id), '--to', join(work, 'esc'), '--dry-run']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/could not be read at backup time: \/d0p1\/evil\?\]0;owned\?\?\[2J\.txt/);
+    expect(r.stdout).not.toMatch(/[\u0000-\u0008\u000b-\u001f\u007f]/);
   });
 });
