@@ -93,7 +93,8 @@ export function planVmsd(path: string, bytes: Buffer, ctx: PlanContext): PatchFi
         change(changes, file, l.key, old, null, 'the snapshot is dropped: its disks were not restored');
         continue;
       }
-      if (field === 'parent' && survivor(old) === undefined) {
+      // a uid that names no snapshot at all is left as the file has it (not ours to repair)
+      if (field === 'parent' && byUid.has(old) && survivor(old) === undefined) {
         text.remove(l);
         change(changes, file, l.key, old, null, 'its parent snapshot is dropped: it becomes a root');
         continue;
@@ -126,6 +127,7 @@ export function planVmsd(path: string, bytes: Buffer, ctx: PlanContext): PatchFi
     if (SNAP_KEY_RE.test(l.lower)) continue;
     const old = text.value(l);
     if (l.lower === 'snapshot.current') {
+      if (!byUid.has(old)) continue;
       const cur = survivor(old);
       if (cur === undefined) {
         text.remove(l);
