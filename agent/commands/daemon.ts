@@ -23,6 +23,7 @@ import { UsageError } from './usage.js';
 import { errorsFor } from '../../parsers/errors.js';
 
 const JOB_STATES: readonly JobState[] = ['queued', 'running', 'done', 'failed', 'cancelled'];
+const FINISHED: readonly JobState[] = ['done', 'failed', 'cancelled'];
 const JOB_KINDS = Object.keys(JOB_PRIORITY) as JobKind[];
 /** Jobs shown by `status` when no daemon runs, and by `jobs` by default. */
 const STATUS_JOBS = 10;
@@ -170,7 +171,7 @@ function statusText(st: DaemonState, s: DaemonStatus, nowMs: number): string {
   ];
   if (!s.throttle.length) lines.push('throttle  (no datastores configured)');
   for (const t of s.throttle) lines.push(`throttle  ${t.datastore}: ${throttleText(t, undefined)}`);
-  lines.push('schedules');
+  lines.push('schedules (times UTC)');
   if (!s.schedules.length) lines.push('  (none)');
   for (const sc of s.schedules) {
     const last =
@@ -326,6 +327,11 @@ export async function cmdCancel(args: string[]): Promise<number> {
     const repo = openRepo(f.w.root);
     try {
       const jobs = new JobStore(repo.catalog);
+      const before = jobs.get(id);
+      // as the API answers (409): cancelling a job that has ended is a mistake worth saying
+      if (before && FINISHED.includes(before.state)) {
+        throw errorsFor({ image: f.w.root, layer: 'job' }).io('JOB_FINISHED', `job ${id} is already ${before.state}`);
+      }
       j = jobs.cancel(id);
       // no daemon runs it: a job left 'running' by a dead daemon ends here instead of resuming at the next start
       if (j?.state === 'running' && !runningDaemon(f.w.root)) {
@@ -342,7 +348,7 @@ export async function cmdCancel(args: string[]): Promise<number> {
       ? `job ${j.id} cancelled`
       : j.state === 'running'
         ? `job ${j.id} is running: it stops at its next check`
-        : `job ${j.id} had already ended (${j.state})`;
+        : `job ${j.id} has ended (${j.state})`;
   await writeOut(values.json ? `${JSON.stringify(j)}\n` : `${said}\n`);
   return 0;
 }

@@ -174,8 +174,25 @@ describe('daemon lifecycle', () => {
     const lines = [...a.logs(), ...b.logs()].filter((l) => l.job === job.id);
     expect(lines.filter((l) => l.msg === 'job started')).toHaveLength(2);
 
+    // ---- jobs, job and cancel through the daemon, then straight on the catalog ------------------
+    const viaApi = vdbak(['jobs', '--config', cfgPath, '--state', 'done', '--json']).json<JobRow[]>();
+    expect(viaApi.map((j) => j.id)).toContain(job.id);
+    expect(viaApi.every((j) => j.state === 'done')).toBe(true);
+    const ended = vdbak(['cancel', String(job.id), '--config', cfgPath]);
+    expect(ended.code).toBe(1);
+    expect(ended.stderr).toMatch(new RegExp(`job ${job.id} is already done \\[JOB_FINISHED\\]`));
+    const missing = vdbak(['job', '999999', '--config', cfgPath]);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toMatch(/JOB_NOT_FOUND/);
+    expect(vdbak(['jobs', '--config', cfgPath, '--state', 'bogus']).code).toBe(2);
+
     b.child.kill('SIGTERM');
     expect(await exitWithin(b, STOP_LIMIT_MS)).toEqual({ code: 0, signal: null });
+    const fromCatalog = vdbak(['jobs', '--repo', repo, '--kind', 'backup', '--json']).json<JobRow[]>();
+    expect(fromCatalog.find((j) => j.id === job.id)?.state).toBe('done');
+    expect(vdbak(['job', String(job.id), '--repo', repo]).stdout).toMatch(/attempt 2/);
+    const offline = vdbak(['cancel', String(job.id), '--repo', repo]);
+    expect([offline.code, offline.stderr]).toEqual([1, expect.stringMatching(/is already done \[JOB_FINISHED\]/)]);
     const backups = vdbak(['backups', '--repo', repo, '--json']).json<{ id: number; state: string }[]>();
     expect(backups.length).toBeGreaterThan(0);
     const check = vdbak(['check', '--repo', repo]);
