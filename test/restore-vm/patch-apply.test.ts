@@ -75,6 +75,16 @@ describe('all or nothing', () => {
     expect(snapshotFolder(dir)).toEqual(before);
   });
 
+  it('a file that appeared since at a new name is not replaced (PATCH_STALE)', async () => {
+    const dir = makeVmFolder();
+    const plan = planPatch(dir, OPTS);
+    writeFileSync(join(dir, 'new01.vmsd'), 'someone else’s');
+    const before = snapshotFolder(dir);
+    const e = await rejection(applyPatch(plan));
+    expect(e).toMatchObject({ code: 'PATCH_STALE', image: join(dir, 'new01.vmsd') });
+    expect(snapshotFolder(dir)).toEqual(before);
+  });
+
   it('a temporary that cannot be written: a typed error, every original intact, no temporary left', async () => {
     const dir = makeVmFolder();
     const before = snapshotFolder(dir);

@@ -18,6 +18,7 @@ import {
   closeSync,
   fchownSync,
   fsyncSync,
+  lstatSync,
   openSync,
   readdirSync,
   readFileSync,
@@ -83,7 +84,17 @@ function checkUnchanged(plan: PatchPlan): void {
     if (f.original && !now.equals(f.original)) throw stale(f.path, 'the file');
   }
   for (const r of plan.renames) {
-    if (statSync(r.from, { throwIfNoEntry: false }) === undefined) throw stale(r.from, 'the file is gone;');
+    if (statSync(r.from, { throwIfNoEntry: false }) === undefined) throw stale(r.from, 'the file (now gone)');
+  }
+  // a rename must not replace a file that appeared at the new name since (one that moves away itself may)
+  const leaving = new Set([
+    ...plan.files.filter((f) => f.renameTo).map((f) => f.path),
+    ...plan.renames.map((r) => r.from),
+  ]);
+  for (const to of [...plan.files.flatMap((f) => (f.renameTo ? [f.renameTo] : [])), ...plan.renames.map((r) => r.to)]) {
+    if (!leaving.has(to) && lstatSync(to, { throwIfNoEntry: false }) !== undefined) {
+      throw stale(to, 'the folder (a file now has this name)');
+    }
   }
 }
 
