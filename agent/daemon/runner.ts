@@ -83,7 +83,13 @@ export interface RunnerOptions {
   /** Called when a job has started (its holds in place) and when it has ended (status, tests). */
   onJobEvent?: (e: JobEvent) => void;
   pollMs?: number;
-  /** The backup worker pool (default: one created on first use with config.threads, closed by stop). */
+  /**
+   * The backup worker pool to share (tests). Default: each backup job gets its
+   * own, started on its first read and closed when it ends: workers keep open
+   * disks between tasks, and a disk image replaced at the same path between
+   * two backups must not be read through a stale handle (nor memory kept
+   * between nightly runs).
+   */
   pool?: BackupPool;
 }
 
@@ -100,6 +106,8 @@ interface Running {
   bucket?: { bucket: TokenBucket; own: boolean; hold?: () => void };
   releaseLock?: () => void;
   releaseRestoreHold?: () => void;
+  /** A backup's worker pool (unless one is shared). */
+  pool?: BackupPool;
 }
 
 function describe(e: unknown): JobError {
@@ -141,7 +149,6 @@ export class Runner {
   private restoreHolds = 0;
   private lockHolders = 0;
   private releaseRepoLock: (() => void) | undefined;
-  private pool: BackupPool | undefined;
   private shipChain: Promise<unknown> = Promise.resolve();
   private readonly isAlive: (pid: number, host: string) => boolean;
   private readonly pollMs: number;
@@ -149,7 +156,6 @@ export class Runner {
   constructor(private readonly opts: RunnerOptions) {
     this.isAlive = opts.isAlive ?? processAlive;
     this.pollMs = opts.pollMs ?? POLL_MS;
-    this.pool = opts.pool;
   }
 
   /** Puts jobs a dead daemon left running back in the queue and starts taking jobs. */
@@ -229,14 +235,13 @@ export class Runner {
         this.opts.jobs.requeue(r.job.id);
         r.log.warn('still running at the stop deadline: queued again');
         r.bucket?.bucket.close();
+        // its reads in flight end now (the workers are terminated); the catalog explains whatever they left
+        if (r.pool && r.pool !== this.opts.pool) void r.pool.close().catch(() => undefined);
       }
       // the process is about to end: nothing may keep the repository locked
       this.releaseRepoLock?.();
       this.releaseRepoLock = undefined;
     }
-    const pool = this.pool;
-    this.pool = undefined;
-    if (pool && !this.opts.pool) await pool.close();
   }
 
   // ---- the loop -------------------------------------------------------------------------------
@@ -383,6 +388,9 @@ export class Runner {
         r.bucket.hold?.();
         if (r.bucket.own) r.bucket.bucket.close();
       }
+      if (r.pool && r.pool !== this.opts.pool) {
+        await r.pool.close().catch((e: unknown) => r.log.warn({ err: describe(e) }, 'closing the worker pool failed'));
+      }
       this.opts.onJobEvent?.({ type: 'end', job: this.opts.jobs.get(job.id) ?? { ...job } });
       r.log.debug({ outcome }, 'job ended');
     }
@@ -399,7 +407,7 @@ export class Runner {
         r.progress = { ...p, updatedMs: Date.now() };
         r.progressDirty = true;
       },
-      pool: () => (this.pool ??= createPool(config.threads ?? defaultThreads())),
+      pool: () => (r.pool ??= this.opts.pool ?? createPool(config.threads ?? defaultThreads())),
       locate: (identity) => this.opts.locate(identity),
       bucketFor: (source) => this.bucketFor(r, source, config),
       shipLock: (fn) => {
