@@ -122,6 +122,9 @@ export interface BackupResult extends LiveStats {
   regions: RegionSummary[];
   /** Names of the VM's configuration files kept under /config. */
   configFiles: string[];
+  /** Of bytesRead: the disks' regions (read at every backup) and the configuration files. */
+  regionBytesRead: number;
+  configBytesRead: number;
 }
 
 export interface BackupOptions {
@@ -283,6 +286,9 @@ class BackupRun {
   private lastProgress = 0;
   /** The disk being walked: its files' runs, for its regions. */
   private diskFiles: DiskFiles | undefined;
+  /** Parts of stats.bytesRead (BackupResult). */
+  regionBytesRead = 0;
+  configBytesRead = 0;
 
   constructor(
     private readonly repo: Repo,
@@ -630,6 +636,7 @@ class BackupRun {
         }
         pos += n;
         this.stats.bytesRead += n;
+        this.configBytesRead += n;
         await take(chunker.push(buf.subarray(0, n)));
       }
       await take(chunker.end());
@@ -707,6 +714,7 @@ class BackupRun {
     for (const item of res.items) {
       for (const enc of item.encoded) await this.addChunk(enc);
       this.stats.bytesRead += item.bytesRead;
+      if (this.pieces.get(item.key)?.file.record.meta?.diskRegions) this.regionBytesRead += item.bytesRead;
       this.finishPiece(item);
     }
     this.progress();
@@ -929,6 +937,8 @@ export async function backupVm(repo: Repo, source: BackupSource, opts: BackupOpt
       volumes,
       regions: regionSummaries,
       configFiles: config.files.map((f) => f.name),
+      regionBytesRead: run.regionBytesRead,
+      configBytesRead: run.configBytesRead,
     };
     delete result.currentPath;
     opts.hook?.('before-complete');

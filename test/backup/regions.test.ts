@@ -275,6 +275,8 @@ describe('a VMware VM folder (test/fixtures/regions-vm.sh)', () => {
 
   test('configuration files are listed under /config and cat gives the source bytes; logs and disks are not kept', () => {
     expect(first.configFiles).toEqual(['vm1.nvram', 'vm1.vmsd', 'vm1.vmx', 'vm1.vmxf']);
+    const sizes = first.configFiles.map((f) => readFileSync(join(fx, 'store', 'vm1', f)).length);
+    expect(first.configBytesRead).toBe(sizes.reduce((a, b) => a + b, 0));
     const ls = vdbakOk(['ls', '--repo', repo, String(first.backupId), '/config']).stdout;
     for (const f of first.configFiles) {
       expect(ls).toContain(f);
@@ -297,6 +299,10 @@ describe('a VMware VM folder (test/fixtures/regions-vm.sh)', () => {
   test('an unchanged disk and folder cost no new region or config rows', () => {
     const third = vdbakOk(['backup', '--repo', repo, '--json', join(fx, 'store2', 'vm1')]).jsonLines<BackupJson>()[0]!;
     expect(third.bytesSent).toBe(0);
+    // the regions are read again (nothing says they are unchanged), and nothing else is
+    expect(third.regionBytesRead).toBe(third.regions[0]!.bytes);
+    expect(third.bytesRead).toBe(third.regionBytesRead);
+    expect(third.configBytesRead).toBe(0);
     const cat = Catalog.open(join(repo, 'catalog.db'), { readonly: true });
     try {
       const rows = cat.db.prepare(`SELECT count(*) AS n FROM versions WHERE first_backup = ?`).get(third.backupId) as {
