@@ -1,14 +1,15 @@
 /**
  * The patcher on a libvirt domain XML (issue 7 §3): name, uuid, disk source
  * paths, MAC addresses and firmware paths, read back by Python's
- * xml.etree (a reader no one here wrote); every other character of the file
- * stays as it was.
+ * xml.etree (a reader no one here wrote) and by our own domain reader; every
+ * other character of the file stays as it was.
  */
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { formatPlan, patchFolder, planPatch } from '../../agent/restore-vm/patch/index.js';
+import { parseDomainXml } from '../../agent/source/libvirt.js';
 import { run } from '../helpers/fixtures.js';
 import { snapshotFolder } from './patch-fixture.js';
 
@@ -164,6 +165,11 @@ describe('a libvirt domain with two disks, a CD-ROM and two NICs', () => {
       expected = expected.replace(a ?? '', b ?? '');
     }
     expect(readFileSync(join(dir, 'lin01.xml'), 'utf8')).toBe(expected);
+    // our own domain reader agrees
+    const ours = parseDomainXml(readFileSync(join(dir, 'lin01.xml'), 'utf8'), 'lin01.xml');
+    expect([ours.name, ours.uuid, ours.macs]).toEqual([now.name, now.uuid, now.macs]);
+    expect(ours.disks.map((d) => d.source)).toEqual(now.disks.slice(0, 2));
+    expect(ours.warnings).toEqual([]);
     expect(plan.warnings).toEqual([]);
     // the domain file keeps its name; the disks are the rebuild's
     expect(Object.keys(snapshotFolder(dir)).sort()).toEqual(['lin01-data.img', 'lin01-restored.qcow2', 'lin01.xml']);
