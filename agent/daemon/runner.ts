@@ -76,7 +76,11 @@ export interface RunnerOptions {
   log: Logger;
   /** Where the VM with this identity is now (discovery). */
   locate: (identity: string) => VmSource | undefined;
-  /** The throttle loop of a datastore (by name), if the daemon runs one. */
+  /**
+   * The throttle loop of a datastore (by name), if the daemon runs one. The
+   * runner closes its bucket when the backup reading through it is aborted
+   * (cancel, stop): a loop serves one backup session.
+   */
   throttleFor: (datastore: string | undefined) => ThrottleLoop | undefined;
   /** Is a job's recorded process alive (default: processAlive)? */
   isAlive?: (pid: number, host: string) => boolean;
@@ -270,14 +274,15 @@ export class Runner {
 
   /**
    * Aborts a job. A backup notices at its next entry or finished read task,
-   * so its private bucket is opened for good: reads held for a restore or in
-   * flight end at once instead of at the held rate. (A datastore loop's bucket
-   * is shared with later backups and stays as it is: there the backup stops
-   * once its tasks in flight are read.)
+   * so its bucket is opened for good: reads held for a restore or throttled
+   * in flight end at once instead of at the held or throttled rate. A
+   * datastore loop's bucket is closed too: one backup reads through it at a
+   * time (one writer), and the daemon makes a new loop for the next backup
+   * (bucketFor refuses a closed one).
    */
   private abort(r: Running, why: string): void {
     r.ac.abort(new Error(why));
-    if (r.bucket?.own) r.bucket.bucket.close();
+    r.bucket?.bucket.close();
   }
 
   private kindsRunning(): Set<JobKind> {
@@ -436,7 +441,11 @@ export class Runner {
   private bucketFor(r: Running, source: VmSource, config: DaemonConfig): TokenBucket {
     if (r.bucket) return r.bucket.bucket;
     const ds = config.datastores.find((d) => inside(source.folder, d.path));
-    const loop = this.opts.throttleFor(ds?.name);
+    let loop = this.opts.throttleFor(ds?.name);
+    if (loop?.bucket.stats().closed) {
+      r.log.warn({ datastore: ds?.name }, 'the datastore throttle loop is stopped: this backup reads unthrottled');
+      loop = undefined;
+    }
     const bucket = loop?.bucket ?? TokenBucket.create(UNLIMITED_RATE);
     r.bucket = { bucket, own: !loop };
     if (this.restoreHolds > 0) r.bucket.hold = bucket.hold();

@@ -405,4 +405,28 @@ describe('Runner', () => {
     expect(readdirSync(planTo)).toEqual(['lin01']);
     expect(readdirSync(outside)).toEqual([]);
   });
+
+  it('stops a cancelled backup that reads through a slow datastore loop without reading at the slow rate', async () => {
+    const loop = slowLoop(16 * KiB);
+    const h = harness();
+    h.setThrottle(loop);
+    h.runner.start();
+    const job = jobs.submit('backup', { vm: vm('win01').identity }, 'api');
+    await until(job.id, ['running']);
+    await vi.waitFor(() => expect(loop.bucket.stats().granted).toBeGreaterThan(0), { timeout: JOB_TIMEOUT_MS });
+    jobs.cancel(job.id);
+    const c = await until(job.id, ['done', 'failed', 'cancelled']);
+    await h.runner.stop(10_000);
+    expect(c.state).toBe('cancelled');
+    // the loop's bucket was opened for the reads in flight: the next backup gets a new loop, or reads unthrottled
+    expect(loop.bucket.stats().closed).toBe(true);
+    const h2 = harness();
+    h2.setThrottle(loop);
+    h2.runner.start();
+    const again = jobs.submit('backup', { vm: vm('lin01').identity }, 'api');
+    const d = await until(again.id, ['done', 'failed', 'cancelled']);
+    await h2.runner.stop(10_000);
+    expect(d.state).toBe('done');
+    expect(lines.some((l) => l.job === again.id && String(l.msg).includes('reads unthrottled'))).toBe(true);
+  });
 });
