@@ -20,7 +20,7 @@ import { openRepo, repoPath } from '../repo.js';
 import { formatRate } from '../throttle/controller.js';
 import { writeOut } from '../stdout.js';
 import { UsageError } from './usage.js';
-import { errorsFor } from '../../parsers/errors.js';
+import { errorsFor, isVdbakError } from '../../parsers/errors.js';
 
 const JOB_STATES: readonly JobState[] = ['queued', 'running', 'done', 'failed', 'cancelled'];
 const FINISHED: readonly JobState[] = ['done', 'failed', 'cancelled'];
@@ -214,28 +214,38 @@ function catalogJobs(root: string, filter: JobFilter): JobRow[] {
 export async function cmdStatus(args: string[]): Promise<number> {
   const { values } = parseArgs({ args, options: COMMON });
   const f = find(values);
+  let silent: string | undefined;
   if (f.state && f.client) {
-    const s = await f.client.status();
-    await writeOut(
-      values.json
-        ? `${JSON.stringify({ running: true, daemon: f.state, status: s })}\n`
-        : statusText(f.state, s, Date.now()),
-    );
-    return 0;
+    try {
+      const s = await f.client.status();
+      await writeOut(
+        values.json
+          ? `${JSON.stringify({ running: true, daemon: f.state, status: s })}\n`
+          : statusText(f.state, s, Date.now()),
+      );
+      return 0;
+    } catch (e) {
+      // a hung daemon (or a reused pid): say so, and show what the catalog knows
+      if (!isVdbakError(e) || e.code !== 'API_UNREACHABLE') throw e;
+      silent = e.message;
+    }
   }
   const last = readDaemonState(f.w.root);
-  const why = f.state
-    ? `starting (pid ${f.state.pid}; its API is not up yet)`
-    : last
-      ? `not running (pid ${last.pid} on ${last.host} is gone)`
-      : 'not running';
+  const why = silent
+    ? `not answering: ${silent}`
+    : f.state
+      ? `starting (pid ${f.state.pid}; its API is not up yet)`
+      : last
+        ? `not running (pid ${last.pid} on ${last.host} is gone)`
+        : 'not running';
   const jobs = catalogJobs(f.w.root, { limit: STATUS_JOBS });
   if (values.json) {
-    await writeOut(`${JSON.stringify({ running: false, starting: !!f.state, repo: f.w.root, jobs })}\n`);
+    const out = { running: false, starting: !!f.state && !silent, notAnswering: silent, repo: f.w.root, jobs };
+    await writeOut(`${JSON.stringify(out)}\n`);
   } else {
     await writeOut(`daemon    ${why} (repository ${f.w.root})\nlast jobs, from the catalog:\n${jobsTable(jobs)}`);
   }
-  return 0;
+  return silent ? 1 : 0;
 }
 
 function jobFilter(values: { state?: string; kind?: string; limit?: string }): JobFilter {

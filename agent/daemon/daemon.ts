@@ -35,6 +35,8 @@ import type { DaemonContext, DaemonStatus, JobQueue } from './types.js';
 /** SIGTERM to exit: the issue asks for 10 s; jobs get STOP_JOBS_MS of it, the rest is cleanup. */
 export const STOP_BUDGET_MS = 9_500;
 export const STOP_JOBS_MS = 8_000;
+/** The CLI's exit code for an internal error (cli.ts uses it too). */
+const INTERNAL_ERROR_EXIT = 70;
 /** Open API connections (a download) get this long to finish after a stop or an address change. */
 const API_CLOSE_MS = 1_000;
 
@@ -212,6 +214,14 @@ class Daemon {
     process.on('SIGHUP', () => {
       this.reloading = this.reloading.then(() => this.reload());
     });
+    // a bug must leave a line in the log, not only a stack on a console nobody reads; the jobs it ran resume at the next start
+    const crash = (e: unknown) => {
+      this.log.fatal({ err: e }, 'internal error: the daemon ends');
+      this.state.release();
+      this.log.flush(() => process.exit(INTERNAL_ERROR_EXIT));
+    };
+    process.on('uncaughtException', crash);
+    process.on('unhandledRejection', crash);
     try {
       this.log.info(
         { version: VERSION, repo: this.cfg.repo, config: this.cfg.source, datastores: this.cfg.datastores.length },

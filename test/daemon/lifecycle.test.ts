@@ -10,8 +10,9 @@
  *   moves to its new address, and the running job continues; a bad config on
  *   SIGHUP is logged and the old one kept.
  */
-import { existsSync, mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { JobRow } from '../../agent/daemon/types.js';
@@ -32,6 +33,12 @@ import {
 /** SIGTERM to exit, as the issue asks. */
 const STOP_LIMIT_MS = 10_000;
 const TOKEN = 'lifecycle-test-token-0123456789';
+
+/** The pid of a process that has ended. */
+function deadPid(): number {
+  const r = spawnSync('sh', ['-c', 'echo $$']);
+  return Number(r.stdout.toString().trim());
+}
 
 describe('daemon lifecycle', () => {
   let dir: string;
@@ -101,7 +108,11 @@ describe('daemon lifecycle', () => {
     expect(down.running).toBe(false);
     expect(down.jobs?.some((j) => j.id === job.id && j.state === 'queued')).toBe(true);
 
-    // ---- restart: the interrupted job runs again ------------------------------------------------
+    // ---- restart over a state file a crashed daemon left: it is taken over; the job runs again ---
+    writeFileSync(
+      join(repo, 'daemon.json'),
+      JSON.stringify({ pid: deadPid(), host: hostname(), startedMs: 1, configSource: cfgPath, version: '0' }),
+    );
     const b = startDaemon(cfgPath, join(dir, 'daemon-b.log'));
     daemons.push(b);
     await waitFor(
@@ -197,6 +208,29 @@ describe('daemon lifecycle', () => {
     expect(backups.length).toBeGreaterThan(0);
     const check = vdbak(['check', '--repo', repo]);
     expect(check.code, check.stdout + check.stderr).toBe(0);
+  });
+
+  it('status of a daemon whose process lives but does not answer: says so, with the catalog’s jobs', async () => {
+    const other = join(dir, 'hung-repo');
+    expect(vdbak(['init', '--repo', other]).code).toBe(0);
+    writeFileSync(join(other, 'api-token'), `${TOKEN}\n`, { mode: 0o600 });
+    const port = await freePort();
+    // this test's own pid: alive, and no API behind the port
+    writeFileSync(
+      join(other, 'daemon.json'),
+      JSON.stringify({
+        pid: process.pid,
+        host: hostname(),
+        startedMs: Date.now(),
+        configSource: 'embedded defaults',
+        version: '0',
+        api: { host: '127.0.0.1', port },
+      }),
+    );
+    const r = vdbak(['status', '--repo', other]);
+    expect(r.code, r.stderr).toBe(1);
+    expect(r.stdout).toMatch(new RegExp(`not answering: .*127\\.0\\.0\\.1:${port}`));
+    expect(r.stdout).toMatch(/\(no jobs\)/);
   });
 
   it('a bad config file at start: exit 2 with the problem named', () => {
