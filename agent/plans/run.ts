@@ -20,7 +20,8 @@ export interface PlanVmTarget {
 /** Restores one VM; throws (a typed error) when it fails. Returns a short description of what it wrote. */
 export type RestoreVmFn = (t: PlanVmTarget, signal?: AbortSignal) => Promise<string>;
 
-export type VmOutcome = 'restored' | 'failed' | 'skipped';
+/** planned: a dry run's VM that would be restored. */
+export type VmOutcome = 'restored' | 'planned' | 'failed' | 'skipped';
 
 export interface VmReport {
   vm: string;
@@ -133,6 +134,7 @@ async function runDefinition(
         } else {
           r.backupId = last.id;
           if (opts.dryRun) {
+            r.outcome = 'planned';
             r.detail = `would restore backup ${last.id} into ${r.folder}`;
           } else {
             const t = Date.now();

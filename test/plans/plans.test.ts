@@ -167,6 +167,7 @@ describe('running a recovery plan', () => {
     const r = recorder();
     const report = await runPlan(cat, 'p', { to: '/r', restoreVm: r.fn, dryRun: true });
     expect(r.calls).toEqual([]);
+    expect(report.steps[0]!.vms[0]).toMatchObject({ outcome: 'planned' });
     expect(report.steps[0]!.vms[0]!.detail).toMatch(/would restore backup \d+ into \/r\/db01/);
   });
 });
