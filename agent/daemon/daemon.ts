@@ -77,6 +77,11 @@ class ThrottleLoops {
     const ds = cfg.datastores.find((d) => d.name === datastore);
     if (!ds) return undefined;
     let loop = this.loops.get(ds.name);
+    // the runner closes a loop's bucket when the backup reading through it is aborted: a new backup gets a new loop
+    if (loop?.bucket.stats().closed) {
+      loop.stop();
+      loop = undefined;
+    }
     if (!loop) {
       const { enabled: _enabled, ...limits } = cfg.throttle;
       const log = this.log.child({ datastore: ds.name });
