@@ -27,6 +27,7 @@ export class Extents {
 
   add(start: number, end: number, owner: number): void {
     if (end <= start) return;
+    this.sortedOrder = undefined;
     if (this.n === this.starts.length) {
       const grow = (a: Float64Array) => {
         const b = new Float64Array(a.length * 2);
@@ -43,12 +44,27 @@ export class Extents {
     this.n++;
   }
 
-  /** The first overlap in disk order, if any. */
-  firstOverlap(): Overlap | undefined {
+  private sortedOrder: Uint32Array | undefined;
+
+  private order(): Uint32Array {
+    if (this.sortedOrder?.length === this.n) return this.sortedOrder;
     const order = new Uint32Array(this.n);
     for (let i = 0; i < this.n; i++) order[i] = i;
     const s = this.starts;
     order.sort((x, y) => s[x]! - s[y]!);
+    this.sortedOrder = order;
+    return order;
+  }
+
+  /** Every range in disk order. */
+  forEachSorted(fn: (start: number, end: number, owner: number) => void): void {
+    for (const i of this.order()) fn(this.starts[i]!, this.ends[i]!, this.owners[i]!);
+  }
+
+  /** The first overlap in disk order, if any. */
+  firstOverlap(): Overlap | undefined {
+    const order = this.order();
+    const s = this.starts;
     let maxEnd = -1;
     let maxOwner = -1;
     for (const i of order) {
@@ -64,4 +80,30 @@ export class Extents {
     }
     return undefined;
   }
+}
+
+/** A range of disk bytes, [start, end). */
+export interface DiskRange {
+  start: number;
+  end: number;
+}
+
+/**
+ * Where the ranges of `content` (disjoint) meet `regions` (sorted, disjoint):
+ * per owner of a content range, the shared ranges in disk order.
+ */
+export function intersections(content: Extents, regions: readonly DiskRange[]): Map<number, DiskRange[]> {
+  const out = new Map<number, DiskRange[]>();
+  let j = 0;
+  content.forEachSorted((start, end, owner) => {
+    while (j < regions.length && regions[j]!.end <= start) j++;
+    for (let k = j; k < regions.length && regions[k]!.start < end; k++) {
+      const r = regions[k]!;
+      const shared = { start: Math.max(start, r.start), end: Math.min(end, r.end) };
+      const list = out.get(owner);
+      if (list) list.push(shared);
+      else out.set(owner, [shared]);
+    }
+  });
+  return out;
 }

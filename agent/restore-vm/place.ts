@@ -5,6 +5,7 @@
  * reads them as zeros either way).
  */
 import { errorsFor } from '../../parsers/errors.js';
+import type { DiskRange } from './extents.js';
 import type { DiskWriter } from './writers/types.js';
 
 /** Zero detection granularity, aligned in disk coordinates (a filesystem block). */
@@ -24,6 +25,65 @@ export interface PlaceCounters {
   bytes: number;
   /** Bytes actually written (zero blocks skipped). */
   written: number;
+  /** Bytes stored twice (in the regions too) and found equal to what the regions wrote. */
+  verified: number;
+}
+
+/** Where bytes of a source were stored in the regions too: checked against them instead of written again. */
+export interface Shared {
+  ranges: readonly DiskRange[];
+  /** Names the regions in an error. */
+  regions: string;
+}
+
+/** The first range of `ranges` (sorted) that ends after `offset`. */
+function firstEndingAfter(ranges: readonly DiskRange[], offset: number): number {
+  let lo = 0;
+  let hi = ranges.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (ranges[mid]!.end <= offset) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/**
+ * Writes a part of a source at disk `offset`; where the regions already
+ * wrote the same disk bytes, reads them back and requires them equal.
+ */
+async function putPart(
+  writer: DiskWriter,
+  offset: number,
+  bytes: Uint8Array,
+  shared: Shared | undefined,
+  what: string,
+  counters: PlaceCounters,
+): Promise<void> {
+  const end = offset + bytes.byteLength;
+  const ranges = shared?.ranges ?? [];
+  let pos = offset;
+  for (let k = firstEndingAfter(ranges, offset); pos < end; k++) {
+    const r = ranges[k];
+    if (!r || r.start >= end) break;
+    if (r.start > pos) {
+      counters.written += await writeNonZero(writer, pos, bytes.subarray(pos - offset, r.start - offset));
+      pos = r.start;
+    }
+    const to = Math.min(r.end, end);
+    const have = await writer.read(pos, to - pos);
+    const mine = bytes.subarray(pos - offset, to - offset);
+    if (!have.equals(mine)) {
+      throw errorsFor({ image: what, layer: 'restore' }).corrupt(
+        'REBUILD_OVERLAP_DIFFERS',
+        `${what} and ${shared!.regions} both hold disk bytes ${pos}..${to}, and not the same bytes: the backup is inconsistent`,
+        { offset: pos },
+      );
+    }
+    counters.verified += to - pos;
+    pos = to;
+  }
+  if (pos < end) counters.written += await writeNonZero(writer, pos, bytes.subarray(pos - offset));
 }
 
 function isZero(b: Uint8Array): boolean {
@@ -82,6 +142,7 @@ export async function placeStream(
   what: string,
   check: () => void,
   exact?: number,
+  shared?: Shared,
 ): Promise<void> {
   const err = errorsFor({ image: what, layer: 'restore' });
   let i = 0;
@@ -101,7 +162,7 @@ export async function placeStream(
       const pEnd = p.streamOffset + p.length;
       const to = Math.min(pEnd, segEnd);
       const part = bytes.subarray(next - offset, to - offset);
-      counters.written += await writeNonZero(writer, p.diskOffset + (next - p.streamOffset), part);
+      await putPart(writer, p.diskOffset + (next - p.streamOffset), part, shared, what, counters);
       counters.bytes += part.byteLength;
       next = to;
       if (to < pEnd) break;

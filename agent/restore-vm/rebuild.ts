@@ -23,8 +23,8 @@ import { errorsFor } from '../../parsers/errors.js';
 import type { Target } from '../../transport/targets/types.js';
 import { RAW_VOLUME_PATH } from '../backup/job.js';
 import { ChunkStore } from '../restore/chunks.js';
-import { Extents } from './extents.js';
-import { contiguous, type Piece, type PlaceCounters, placeStream, type Segment } from './place.js';
+import { type DiskRange, Extents, intersections } from './extents.js';
+import { contiguous, type Piece, type PlaceCounters, placeStream, type Segment, type Shared } from './place.js';
 import type { DiskWriter } from './writers/types.js';
 
 /** The regions pseudo-volume's part_index and fs_type, and its one version's path. */
@@ -61,6 +61,12 @@ export interface DiskPlan {
   fileBytes: number;
   rawVolumes: number;
   rawBytes: number;
+  /**
+   * Bytes stored both in the regions and as file or raw-volume content (the
+   * backup joins region runs across small gaps past its run cap): checked
+   * equal when written, an error if not.
+   */
+  sharedBytes: number;
   /** True only when every allocated byte of the source disk was stored. */
   complete: boolean;
   /** Why not, one sentence each. */
@@ -232,6 +238,9 @@ function examples(paths: string[], total: number): string {
 interface Planned {
   plan: DiskPlan;
   sources: Source[];
+  /** Per version id (file or raw volume): its disk ranges the regions hold too. */
+  shared: Map<number, DiskRange[]>;
+  regionsName: string;
 }
 
 function planSources(cat: Catalog, backup: BackupRow, diskIndex: number): Planned {
@@ -253,10 +262,14 @@ function planSources(cat: Catalog, backup: BackupRow, diskIndex: number): Planne
     fileBytes: 0,
     rawVolumes: 0,
     rawBytes: 0,
+    sharedBytes: 0,
     complete: false,
     incomplete: [],
   };
+  /** Content (files, raw volumes): no two may share a byte. */
   const extents = new Extents();
+  const regionRanges: DiskRange[] = [];
+  let regionsName = '';
   const names = new Map<number, string>();
   const sources: Source[] = [];
   const unread: string[] = [];
@@ -279,8 +292,13 @@ function planSources(cat: Catalog, backup: BackupRow, diskIndex: number): Planne
         continue;
       }
       const { pieces, stored } = packedPieces(version.runs ?? [], vol.offset, vol.length, what, err);
-      for (const p of pieces) extents.add(p.diskOffset, p.diskOffset + p.length, version.id);
       names.set(version.id, what);
+      if (isRegions) {
+        for (const p of pieces) regionRanges.push({ start: p.diskOffset, end: p.diskOffset + p.length });
+        regionsName = what;
+      } else {
+        for (const p of pieces) extents.add(p.diskOffset, p.diskOffset + p.length, version.id);
+      }
       if (isRegions) {
         plan.regions = true;
         plan.regionBytes += stored;
@@ -309,6 +327,14 @@ function planSources(cat: Catalog, backup: BackupRow, diskIndex: number): Planne
     }
   }
   plan.bytes = plan.regionBytes + plan.fileBytes + plan.rawBytes;
+  regionRanges.sort((a, b) => a.start - b.start);
+  for (let i = 1; i < regionRanges.length; i++) {
+    if (regionRanges[i]!.start < regionRanges[i - 1]!.end) {
+      throw err.corrupt('REBUILD_OVERLAP', `${regionsName} holds disk byte ${regionRanges[i]!.start} twice`, {
+        offset: regionRanges[i]!.start,
+      });
+    }
+  }
   const overlap = extents.firstOverlap();
   if (overlap) {
     const name = (id: number) => names.get(id) ?? findName(cat, backup, vols, id);
@@ -327,7 +353,9 @@ function planSources(cat: Catalog, backup: BackupRow, diskIndex: number): Planne
     plan.incomplete.push(`${unreadCount} file(s) could not be read at backup time: ${examples(unread, unreadCount)}`);
   }
   plan.complete = plan.incomplete.length === 0;
-  return { plan, sources };
+  const shared = intersections(extents, regionRanges);
+  for (const list of shared.values()) for (const r of list) plan.sharedBytes += r.end - r.start;
+  return { plan, sources, shared, regionsName };
 }
 
 /** The path of a version id (only to name the culprits of an overlap). */
@@ -365,12 +393,16 @@ export async function rebuildDisk(
   onProgress?: (p: RebuildProgress) => void,
 ): Promise<RebuildReport> {
   const err = diskErrors(backup, diskIndex);
-  const { plan, sources } = planSources(cat, backup, diskIndex);
+  const { plan, sources, shared, regionsName } = planSources(cat, backup, diskIndex);
+  const sharedOf = (id: number): Shared | undefined => {
+    const ranges = shared.get(id);
+    return ranges ? { ranges, regions: regionsName } : undefined;
+  };
   if (writer.size !== plan.size) {
     throw err.unsupported('REBUILD_SIZE', `the writer is ${writer.size} bytes, the disk ${plan.size}`);
   }
   const store = new ChunkStore(cat, target);
-  const counters: PlaceCounters = { bytes: 0, written: 0 };
+  const counters: PlaceCounters = { bytes: 0, written: 0, verified: 0 };
   let current = '';
   const check = () => {
     if (signal?.aborted) {
@@ -384,7 +416,8 @@ export async function rebuildDisk(
     if (s.kind !== 'files') {
       current = `/${s.vol.name}${s.version.path}`;
       const source = contiguous(store.stream(s.version.chunks ?? []));
-      await placeStream(source, s.pieces, writer, counters, current, check, s.stored);
+      // the regions go first (sources start with them): what content shares with them is then checked, not rewritten
+      await placeStream(source, s.pieces, writer, counters, current, check, s.stored, sharedOf(s.version.id));
       continue;
     }
     const files = new InFlight(FILES_IN_FLIGHT);
@@ -397,7 +430,10 @@ export async function rebuildDisk(
       check();
       const chunks = neededChunks(cat, v, pieces, what);
       // files never share disk bytes (the plan checked), so they may be written in any order
-      await files.add(() => placeStream(chunkSegments(store, chunks), pieces, writer, counters, what, check));
+      const sh = sharedOf(v.id);
+      await files.add(() =>
+        placeStream(chunkSegments(store, chunks), pieces, writer, counters, what, check, undefined, sh),
+      );
     }
     await files.drain();
   }

@@ -115,7 +115,18 @@ function fileContent(f: FileSpec, disk: Buffer): Buffer {
   return c;
 }
 
-async function makeBackup(repo: Repo, s: Scenario, disk: Buffer, name: string): Promise<number> {
+/**
+ * `contentOf` replaces a file's stored content (by path); `rawOverVolume` puts the raw volume
+ * over the last 8 KiB of the files volume (a broken partition table).
+ */
+async function makeBackup(
+  repo: Repo,
+  s: Scenario,
+  disk: Buffer,
+  name: string,
+  contentOf: Record<string, Buffer> = {},
+  rawOverVolume = false,
+): Promise<number> {
   const cat: Catalog = repo.catalog;
   const store = new Store(repo);
   const vmId = cat.upsertVm({ identity: `test:${name}`, name, kind: 'test' });
@@ -140,15 +151,19 @@ async function makeBackup(repo: Repo, s: Scenario, disk: Buffer, name: string): 
   cat.insertVersion(v1, '/', backupId, record({ fsId: '2', type: 'dir', size: 0 }));
   for (const f of s.files ?? []) {
     const rec = record({ fsId: f.fsId, size: f.size, runs: f.runs, nlink: f.nlink ?? 1, meta: f.meta });
-    if (!f.meta?.readError) rec.chunks = store.put(fileContent(f, disk));
+    if (!f.meta?.readError) rec.chunks = store.put(contentOf[f.path] ?? fileContent(f, disk));
     cat.insertVersion(v1, f.path, backupId, rec);
   }
-  if (s.raw) {
+  if (s.raw || rawOverVolume) {
     const v2 = cat.upsertVolume(diskId, 2, 'd0p2');
-    cat.addBackupVolume(backupId, v2, { ...VOL2, mode: 'raw' });
-    const runs = s.raw.map((r) => ({ fileOffset: r.offset, volumeOffset: r.offset, length: r.length }));
+    cat.addBackupVolume(backupId, v2, {
+      ...(rawOverVolume ? { offset: VOL2.offset - 8192, length: VOL2.length } : VOL2),
+      mode: 'raw',
+    });
+    const raw = s.raw ?? [{ offset: 0, length: 8192 }];
+    const runs = raw.map((r) => ({ fileOffset: r.offset, volumeOffset: r.offset, length: r.length }));
     const bytes = Buffer.concat(
-      s.raw.map((r) => disk.subarray(VOL2.offset + r.offset, VOL2.offset + r.offset + r.length)),
+      raw.map((r) => disk.subarray(VOL2.offset + r.offset, VOL2.offset + r.offset + r.length)),
     );
     cat.insertVersion(
       v2,
@@ -293,27 +308,75 @@ describe('rebuildDisk', () => {
     expect(plan.incomplete.join('\n')).toMatch(/1 file\(s\) could not be read.*\/d0p1\/locked\.pst/);
   });
 
-  it('a file run over the regions is an error naming both, found before anything is written', async () => {
+  it('bytes a file shares with the regions are checked equal, not written twice; different bytes are an error naming both', async () => {
+    // the backup joins region runs across small gaps past its run cap: a file's cluster may be in both
+    const file: FileSpec = {
+      path: '/shared',
+      fsId: '30',
+      size: 8192,
+      runs: [{ fileOffset: 0, volumeOffset: 127 * KiB, length: 8192 }], // half inside the 128 KiB region at VOL1
+    };
+    const s: Scenario = { regions: FULL.regions, files: [file] };
+    const disk = expectedDisk(s, seed);
+    const same = repo.catalog.backup(await makeBackup(repo, s, disk, 'shared'))!;
+    const plan = planDisk(repo.catalog, same, 0);
+    expect(plan).toMatchObject({ complete: true, sharedBytes: 1024 });
+    const path = join(out, 'shared.qcow2');
+    const report = await rebuildDisk(
+      repo.catalog,
+      repo.target,
+      same,
+      0,
+      await openWriter('qcow2', path, DISK, { overwrite: false }),
+    );
+    expect(report.complete).toBe(true);
+    writeFileSync(join(out, 'shared-expected.raw'), disk);
+    const cmp = spawnSync('qemu-img', ['compare', '-F', 'raw', path, join(out, 'shared-expected.raw')], {
+      encoding: 'utf8',
+    });
+    expect(cmp.status, cmp.stdout).toBe(0);
+
+    // the same layout, but the file's stored content is not what the regions hold there
+    const other = Buffer.from(disk);
+    other.fill(0x5a, VOL1.offset + 127 * KiB, VOL1.offset + 127 * KiB + 8192);
+    const differs = repo.catalog.backup(
+      await makeBackup(repo, s, disk, 'differs', { '/shared': fileContent(file, other) }),
+    )!;
+    const w = await openWriter('raw', join(out, 'differs.raw'), DISK, { overwrite: false });
+    const e = await rebuildDisk(repo.catalog, repo.target, differs, 0, w).catch((x: unknown) => x);
+    await w.abort();
+    expect(e).toMatchObject({ code: 'REBUILD_OVERLAP_DIFFERS', details: { offset: VOL1.offset + 127 * KiB } });
+    expect((e as Error).message).toMatch(/\/d0p1\/shared and \/d0\/regions\.raw both hold disk bytes/);
+  });
+
+  it('a raw volume over a file is an error naming both, found before anything is written', async () => {
     const s: Scenario = {
-      regions: FULL.regions,
       files: [
-        { path: '/evil', fsId: '30', size: 8192, runs: [{ fileOffset: 0, volumeOffset: 64 * KiB, length: 8192 }] },
+        {
+          path: '/evil',
+          fsId: '31',
+          size: 8192,
+          runs: [{ fileOffset: 0, volumeOffset: 14 * MiB - 8192, length: 8192 }],
+        },
       ],
     };
-    const backup = repo.catalog.backup(await makeBackup(repo, s, expectedDisk(s, seed), 'overlap'))!;
+    const id = await makeBackup(repo, s, expectedDisk(s, seed), 'rawoverlap', {}, true);
+    const backup = repo.catalog.backup(id)!;
     const writes: number[] = [];
     const spy: DiskWriter = {
       format: 'raw',
       size: DISK,
       files: [],
       write: (o) => Promise.resolve(void writes.push(o)),
+      read: (_o, n) => Promise.resolve(Buffer.alloc(n)),
       finish: () => Promise.resolve(),
       abort: () => Promise.resolve(),
     };
     const e = await rebuildDisk(repo.catalog, repo.target, backup, 0, spy).catch((x: unknown) => x);
     expect(e).toMatchObject({ code: 'REBUILD_OVERLAP' });
-    expect((e as Error).message).toMatch(/\/d0\/regions\.raw/);
-    expect((e as Error).message).toMatch(/\/d0p1\/evil/);
+    expect((e as Error).message).toMatch(
+      /\/d0p1\/evil and \/d0p2\/volume\.raw both claim|\/d0p2\/volume\.raw and \/d0p1\/evil both claim/,
+    );
     expect(writes).toEqual([]);
   });
 

@@ -6,7 +6,7 @@
  * and our own disk reader opens the result with the same bytes.
  */
 import { spawnSync } from 'node:child_process';
-import { closeSync, existsSync, mkdtempSync, openSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, mkdtempSync, openSync, readSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -106,6 +106,19 @@ describe('disk writers', () => {
       const path = join(dir, formatFileNames(format, `disk-${format}`)[0]!);
       const w = await openWriter(format, path, SIZE, { overwrite: false });
       for (const x of writes) await w.write(x.offset, x.bytes);
+      // read back before finishing (the rebuild checks bytes stored twice this way)
+      const fdo = openSync(oracle, 'r');
+      try {
+        for (const x of writes.slice(0, 12)) {
+          const off = Math.max(0, x.offset - 5000);
+          const len = Math.min(SIZE - off, x.bytes.length + 10000);
+          const want = Buffer.alloc(len);
+          readSync(fdo, want, 0, len, off);
+          expect((await w.read(off, len)).equals(want)).toBe(true);
+        }
+      } finally {
+        closeSync(fdo);
+      }
       await w.finish();
       for (const f of w.files) expect(existsSync(f)).toBe(true);
       const qf = QEMU_FORMAT[format];

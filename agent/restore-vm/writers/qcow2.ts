@@ -12,8 +12,16 @@
  */
 import type { FileHandle } from 'node:fs/promises';
 import { HEADER, QCOW2_MAGIC, V3_MIN_HEADER_LENGTH } from '../../../parsers/disk/qcow2/header.js';
-import { SparseMap, writeUnits } from './sparse-map.js';
-import { checkWrite, type DiskWriter, OutputFiles, writeAllAt, writerErrors, type WriterOptions } from './types.js';
+import { readUnits, SparseMap, writeUnits } from './sparse-map.js';
+import {
+  checkWrite,
+  type DiskWriter,
+  OutputFiles,
+  readAllAt,
+  writeAllAt,
+  writerErrors,
+  type WriterOptions,
+} from './types.js';
 
 export const CLUSTER_BITS = 16;
 const CLUSTER = 1 << CLUSTER_BITS;
@@ -84,6 +92,22 @@ export class Qcow2Writer implements DiskWriter {
         return at * CLUSTER;
       },
       (pos, b) => writeAllAt(fh, this.path, b, pos),
+    );
+  }
+
+  async read(offset: number, length: number): Promise<Buffer> {
+    checkWrite(this.path, this.size, offset, length);
+    const fh = this.fh;
+    if (!fh) throw writerErrors(this.path).unsupported('RESTORE_VM_CLOSED', 'read of a closed disk');
+    return readUnits(
+      offset,
+      length,
+      CLUSTER,
+      (u) => {
+        const at = this.data.get(u);
+        return at === 0 ? -1 : at * CLUSTER;
+      },
+      (pos, into) => readAllAt(fh, this.path, into, pos),
     );
   }
 

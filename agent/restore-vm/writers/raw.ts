@@ -3,7 +3,15 @@
  * range sits at its own offset; what is never written stays a hole.
  */
 import type { FileHandle } from 'node:fs/promises';
-import { checkWrite, type DiskWriter, OutputFiles, writeAllAt, writerErrors, type WriterOptions } from './types.js';
+import {
+  checkWrite,
+  type DiskWriter,
+  OutputFiles,
+  readAllAt,
+  writeAllAt,
+  writerErrors,
+  type WriterOptions,
+} from './types.js';
 
 /** The raw file under another writer (vmdk-flat's extent is one). */
 export class RawFile {
@@ -29,6 +37,14 @@ export class RawFile {
     if (!this.fh) throw writerErrors(this.path).unsupported('RESTORE_VM_CLOSED', 'write to a closed disk');
     await writeAllAt(this.fh, this.path, bytes, offset);
   }
+
+  async read(offset: number, length: number): Promise<Buffer> {
+    checkWrite(this.path, this.size, offset, length);
+    if (!this.fh) throw writerErrors(this.path).unsupported('RESTORE_VM_CLOSED', 'read of a closed disk');
+    const b = Buffer.alloc(length);
+    await readAllAt(this.fh, this.path, b, offset);
+    return b;
+  }
 }
 
 export class RawWriter implements DiskWriter {
@@ -53,6 +69,10 @@ export class RawWriter implements DiskWriter {
 
   write(offset: number, bytes: Uint8Array): Promise<void> {
     return this.raw.write(offset, bytes);
+  }
+
+  read(offset: number, length: number): Promise<Buffer> {
+    return this.raw.read(offset, length);
   }
 
   finish(): Promise<void> {

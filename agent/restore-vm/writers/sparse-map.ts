@@ -73,3 +73,25 @@ export async function writeUnits(
   }
   if (pendingPos >= 0) await writeAt(pendingPos, bytes.subarray(pendingStart, pendingStart + pendingLen));
 }
+
+/** Reads virtual bytes back through a placement (`locate` gives -1 for a unit never written: zeros). */
+export async function readUnits(
+  offset: number,
+  length: number,
+  unitBytes: number,
+  locate: (unit: number) => number,
+  readAt: (position: number, into: Buffer) => Promise<void>,
+): Promise<Buffer> {
+  const out = Buffer.alloc(length);
+  let done = 0;
+  while (done < length) {
+    const at = offset + done;
+    const unit = Math.floor(at / unitBytes);
+    const inner = at - unit * unitBytes;
+    const len = Math.min(unitBytes - inner, length - done);
+    const pos = locate(unit);
+    if (pos >= 0) await readAt(pos + inner, out.subarray(done, done + len));
+    done += len;
+  }
+  return out;
+}

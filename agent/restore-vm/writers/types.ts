@@ -22,6 +22,8 @@ export interface DiskWriter {
   readonly files: readonly string[];
   /** Writes `bytes` at virtual disk offset `offset` (inside the disk). */
   write(offset: number, bytes: Uint8Array): Promise<void>;
+  /** Reads back what was written (zeros where nothing was), to check bytes stored twice. */
+  read(offset: number, length: number): Promise<Buffer>;
   /** Writes the format's tables, makes everything durable and closes the files. */
   finish(): Promise<void>;
   /** Closes and removes every file written so far (after a failure). */
@@ -87,6 +89,25 @@ export async function writeAllAt(fh: FileHandle, path: string, bytes: Uint8Array
       {
         offset: position + off,
         errno: (e as NodeJS.ErrnoException).code,
+      },
+    );
+  }
+}
+
+export async function readAllAt(fh: FileHandle, path: string, into: Buffer, position: number): Promise<void> {
+  let off = 0;
+  try {
+    while (off < into.length) {
+      const { bytesRead } = await fh.read(into, off, into.length - off, position + off);
+      if (bytesRead === 0) break; // past the end: the rest stays zeros
+      off += bytesRead;
+    }
+  } catch (e) {
+    throw writerErrors(path).io(
+      'RESTORE_VM_READ',
+      `read back of ${into.length} bytes failed: ${(e as Error).message}`,
+      {
+        offset: position + off,
       },
     );
   }

@@ -50,6 +50,10 @@ export class VmdkFlatWriter implements DiskWriter {
     return this.extent.write(offset, bytes);
   }
 
+  read(offset: number, length: number): Promise<Buffer> {
+    return this.extent.read(offset, length);
+  }
+
   async finish(): Promise<void> {
     const text = vmdkDescriptor({
       createType: 'monolithicFlat',

@@ -22,7 +22,7 @@ import {
   SPARSE_HEADER_SIZE,
   SPARSE_MAGIC,
 } from '../../../parsers/disk/vmdk/sparse.js';
-import { SparseMap, writeUnits } from './sparse-map.js';
+import { readUnits, SparseMap, writeUnits } from './sparse-map.js';
 import {
   checkWrite,
   DEFAULT_ADAPTER,
@@ -30,6 +30,7 @@ import {
   OutputFiles,
   SECTOR,
   vmdkDescriptor,
+  readAllAt,
   writeAllAt,
   writerErrors,
   type WriterOptions,
@@ -107,6 +108,22 @@ export class VmdkSparseWriter implements DiskWriter {
         return sector * SECTOR;
       },
       (pos, b) => writeAllAt(fh, this.path, b, pos),
+    );
+  }
+
+  async read(offset: number, length: number): Promise<Buffer> {
+    checkWrite(this.path, this.size, offset, length);
+    const fh = this.fh;
+    if (!fh) throw writerErrors(this.path).unsupported('RESTORE_VM_CLOSED', 'read of a closed disk');
+    return readUnits(
+      offset,
+      length,
+      GRAIN_BYTES,
+      (u) => {
+        const at = this.grains.get(u);
+        return at === 0 ? -1 : at * SECTOR;
+      },
+      (pos, into) => readAllAt(fh, this.path, into, pos),
     );
   }
 
