@@ -29,7 +29,14 @@
  */
 import { createHash } from 'node:crypto';
 import { assertLayout, checkCount, MiB, u32le, u64leNum } from '../parsers/bytes.js';
-import { CODEC_RAW, CODEC_ZSTD, type CodecId, decodeChunk, type EncodedChunk, MAX_CHUNK_LENGTH } from './codec.js';
+import {
+  CODEC_RAW,
+  CODEC_ZSTD,
+  type CodecId,
+  decodeChunk,
+  type EncodedChunk,
+  MAX_CHUNK_LENGTH,
+} from './chunk-format.js';
 import { transportErrors } from './errors.js';
 import type { Target } from './targets/types.js';
 

@@ -140,7 +140,8 @@ function checkRange(task: ReadTask, device: BlockDevice, r: { offset: number; le
 
 function processItem(task: ReadTask, stack: DiskStack, item: TaskItem, seen: Set<string>): ItemResult {
   const result: ItemResult = { key: item.key, chunks: [], encoded: [], bytesRead: 0 };
-  const chunker = new ContentChunker(task.chunkSizes);
+  // every chunk is hashed and encoded before the next read, and each read is a fresh buffer: views are safe
+  const chunker = new ContentChunker(task.chunkSizes, { views: true });
   const take = (list: ReturnType<ContentChunker['push']>): void => {
     for (const c of list) {
       result.chunks.push({ hash: c.hash, length: c.length });

@@ -6,7 +6,7 @@ import { createHash } from 'node:crypto';
 import type { Catalog } from '../../catalog/catalog.js';
 import type { VersionRow } from '../../catalog/records.js';
 import { errorsFor } from '../../parsers/errors.js';
-import { decodeChunk } from '../../transport/codec.js';
+import { decodeChunk } from '../../transport/chunk-format.js';
 import type { Target } from '../../transport/targets/types.js';
 
 /** Chunks fetched ahead of the one being written. */

@@ -175,3 +175,40 @@ describe('ContentChunker', () => {
     expect(structuredClone(again[0]!)).toEqual({ ...again[0]!, bytes: new Uint8Array(again[0]!.bytes) });
   });
 });
+
+describe('ContentChunker with views', () => {
+  it('gives the same chunks as copying, views on the pushed buffer where a chunk lies inside it, copies across pushes', () => {
+    const data = randomBuffer(6 << 20, 9);
+    const want = chunkBuffer(data, SMALL);
+    const c = new ContentChunker(SMALL, { views: true });
+    const got: { offset: number; length: number; hash: string }[] = [];
+    let viewed = 0;
+    let copied = 0;
+    const block = 1 << 20;
+    for (let pos = 0; pos < data.length; pos += block) {
+      // a fresh buffer per push, as the backup worker reads
+      const fresh = Buffer.from(data.subarray(pos, pos + block));
+      for (const ch of c.push(fresh)) {
+        expect(ch.bytes.equals(data.subarray(ch.offset, ch.offset + ch.length))).toBe(true);
+        if (ch.bytes.buffer === fresh.buffer) viewed++;
+        else copied++;
+        got.push({ offset: ch.offset, length: ch.length, hash: ch.hash });
+      }
+    }
+    for (const ch of c.end()) got.push({ offset: ch.offset, length: ch.length, hash: ch.hash });
+    expect(got).toEqual(want);
+    // with 1 MiB pushes and chunks of 4–64 KiB nearly all chunks lie inside one push
+    expect(viewed).toBeGreaterThan(copied * 10);
+    expect(copied).toBeGreaterThan(0);
+  });
+
+  it('a tail kept across pushes is a private copy even with views', () => {
+    const data = randomBuffer(200_000, 2);
+    const c = new ContentChunker(SMALL, { views: true });
+    const buf = Buffer.from(data.subarray(0, 100));
+    expect(c.push(buf)).toEqual([]);
+    buf.fill(0xee); // the caller reuses its buffer: the 100 kept bytes must not change
+    const rest = [...c.push(data.subarray(100)), ...c.end()];
+    expect(rest.map(({ offset, length, hash }) => ({ offset, length, hash }))).toEqual(chunkBuffer(data, SMALL));
+  });
+});

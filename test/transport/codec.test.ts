@@ -2,6 +2,7 @@ import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { compress } from '@bokuweb/zstd-wasm';
 import { describe, expect, it } from 'vitest';
 import { MAX_CHUNK_SIZE_LIMIT } from '../../agent/chunk/fastcdc.js';
 import { isVdbakError } from '../../parsers/errors.js';
@@ -106,6 +107,34 @@ describe('chunk codec', () => {
     // two frames: the second one overflows the declared size
     const twice = Buffer.concat([z, z.subarray(1)]);
     expectCode(() => decodeChunk(twice, text.length, where), 'CODEC_ZSTD_DATA');
+  });
+
+  it("writes the library's own ZSTD_compress frame, byte for byte, at every level", () => {
+    for (const [bytes, level] of [
+      [text, 1],
+      [text.subarray(0, 300_000), 3],
+      [text.subarray(5, 70_000), -3],
+      [text.subarray(0, 100), 1],
+    ] as const) {
+      const enc = encodeChunk(chunk(bytes), { level });
+      expect(enc.codec).toBe(CODEC_ZSTD);
+      expect(enc.stored.subarray(1).equals(compress(bytes, level))).toBe(true);
+    }
+    // a larger chunk after smaller ones (the heap areas grow) and smaller ones after it still round-trip
+    const big = Buffer.concat([text, text, text]);
+    for (const b of [big, text.subarray(0, 5000), big.subarray(1)]) {
+      expect(decodeChunk(encodeChunk(chunk(b)).stored, b.length, where).equals(b)).toBe(true);
+    }
+  });
+
+  it('stores raw a chunk that compresses, but by less than 1/32', () => {
+    // text followed by random bytes: zstd saves ~1/64 of it, not enough to pay for decoding
+    const mixed = Buffer.concat([text.subarray(0, 6000), randomBuffer(250_000, 8)]);
+    expect(compress(mixed, 1).length).toBeLessThan(mixed.length);
+    expect(compress(mixed, 1).length).toBeGreaterThan(mixed.length - mixed.length / 32);
+    const enc = encodeChunk(chunk(mixed));
+    expect(enc.codec).toBe(CODEC_RAW);
+    expect(enc.stored.subarray(1).equals(mixed)).toBe(true);
   });
 
   it('caps chunks at the same size as the chunker', () => {
