@@ -8,8 +8,9 @@
  * bucket stays at a small fixed rate, with small pieces so that a cancel is
  * seen quickly. Nothing here asserts a duration.
  */
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, symlinkSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -428,5 +429,18 @@ describe('Runner', () => {
     await h2.runner.stop(10_000);
     expect(d.state).toBe('done');
     expect(lines.some((l) => l.job === again.id && String(l.msg).includes('reads unthrottled'))).toBe(true);
+  });
+
+  it('cleans up a backup whose process died before it checks', async () => {
+    const dead = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))']).stdout.toString();
+    const orphan = repo.catalog.beginBackup(repo.catalog.vms()[0]!.id, Number(dead), hostname());
+    const h = harness();
+    h.runner.start();
+    const j = jobs.submit('check', {}, 'schedule:check');
+    const c = await until(j.id, ['done', 'failed', 'cancelled']);
+    await h.runner.stop(10_000);
+    expect(c.error).toBeUndefined();
+    expect(c.state).toBe('done');
+    expect(repo.catalog.backup(orphan)?.state).toBe('failed');
   });
 });
