@@ -35,7 +35,8 @@ function diskLines(disks: (PlannedDisk & { written?: number })[]): string[] {
         `${d.written !== undefined ? `, ${humanBytes(d.written)} written` : ''}  ${d.complete ? 'complete' : 'INCOMPLETE'}`,
     );
     lines.push(
-      `      regions ${humanBytes(d.regionBytes)}, ${d.files} file(s) ${humanBytes(d.fileBytes)}, ${d.rawVolumes} raw volume(s) ${humanBytes(d.rawBytes)}`,
+      `      regions ${humanBytes(d.regionBytes)}, ${d.files} file(s) ${humanBytes(d.fileBytes)}, ${d.rawVolumes} raw volume(s) ${humanBytes(d.rawBytes)}` +
+        `${d.sharedBytes > 0 ? `; ${humanBytes(d.sharedBytes)} stored twice (checked equal)` : ''}`,
     );
     for (const why of d.incomplete) lines.push(`      incomplete: ${why}`);
   }

@@ -9,10 +9,14 @@
  * keeps them as holes.
  *
  * First a plan walks the catalog without reading any content: it checks every
- * run against its volume and the disk, and that no two sources claim the same
- * disk bytes (an overlap is an error in the backup, reported before anything
- * is written). Then the content streams through verified chunks, a chunk at a
- * time: memory does not grow with a file or a disk.
+ * run against its volume and the disk, and that no two files (or raw
+ * volumes) claim the same disk bytes (an error in the backup, reported before
+ * anything is written). Bytes a file shares with the regions are legitimate
+ * (the backup joins region runs across small gaps once it reaches its run
+ * cap, and keeps file runs past its cap in the regions too) only if they are
+ * the same bytes: they are read back and compared instead of written again.
+ * Then the content streams through verified chunks, a few chunks at a time:
+ * memory does not grow with a file or a disk.
  *
  * A backup made before regions existed has only file contents: the disk is
  * rebuilt as far as it goes and reported incomplete, never as complete.
@@ -21,16 +25,14 @@ import type { BackupRow, BackupVolumeRow, Catalog } from '../../catalog/catalog.
 import type { RunRecord, VersionRow } from '../../catalog/records.js';
 import { errorsFor } from '../../parsers/errors.js';
 import type { Target } from '../../transport/targets/types.js';
-import { RAW_VOLUME_PATH } from '../backup/job.js';
+import { RAW_VOLUME_PATH, REGIONS_PART, REGIONS_PATH } from '../backup/job.js';
 import { ChunkStore } from '../restore/chunks.js';
 import { type DiskRange, Extents, intersections } from './extents.js';
 import { contiguous, type Piece, type PlaceCounters, placeStream, type Segment, type Shared } from './place.js';
 import type { DiskWriter } from './writers/types.js';
 
-/** The regions pseudo-volume's part_index and fs_type, and its one version's path. */
-export const REGIONS_PART_INDEX = -1;
-export const REGIONS_FS_TYPE = 'regions';
-export const REGIONS_PATH = '/regions.raw';
+/** The regions pseudo-volume's fs_type (agent/backup/job.ts writes it). */
+const REGIONS_FS_TYPE = 'regions';
 /**
  * Files placed at once: their chunk reads overlap, so that a volume of small
  * files is not bound by the target's latency. Each holds a few chunks
@@ -227,10 +229,6 @@ function* placedFiles(cat: Catalog, backup: BackupRow, vol: BackupVolumeRow): Ge
   }
 }
 
-function note(list: string[], text: string): void {
-  list.push(text);
-}
-
 function examples(paths: string[], total: number): string {
   return `${paths.slice(0, MAX_EXAMPLES).join(', ')}${total > MAX_EXAMPLES ? `, … (${total} in all)` : ''}`;
 }
@@ -282,13 +280,13 @@ function planSources(cat: Catalog, backup: BackupRow, diskIndex: number): Planne
         `volume ${vol.name} (${vol.length} bytes at ${vol.offset}) falls outside the ${disk.size}-byte disk`,
       );
     }
-    const isRegions = vol.partIndex === REGIONS_PART_INDEX || vol.fsType === REGIONS_FS_TYPE;
+    const isRegions = vol.partIndex === REGIONS_PART || vol.fsType === REGIONS_FS_TYPE;
     if (isRegions || vol.mode === 'raw') {
       const path = isRegions ? REGIONS_PATH : RAW_VOLUME_PATH;
       const version = cat.lookup(backup.id, vol.volumeId, path);
       const what = `/${vol.name}${path}`;
       if (!version || version.meta?.readError) {
-        note(plan.incomplete, `${what} was not stored (${version ? 'unreadable at backup time' : 'missing'})`);
+        plan.incomplete.push(`${what} was not stored (${version ? 'unreadable at backup time' : 'missing'})`);
         continue;
       }
       const { pieces, stored } = packedPieces(version.runs ?? [], vol.offset, vol.length, what, err);

@@ -18,6 +18,7 @@ import type { BackupRow, Catalog } from '../../catalog/catalog.js';
 import { errorsFor, isVdbakError } from '../../parsers/errors.js';
 import type { Target } from '../../transport/targets/types.js';
 import type { JobProgress } from '../daemon/types.js';
+import { CONFIG_VOLUME } from '../backup/job.js';
 import { restorePath } from '../restore/engine.js';
 import { DirSink } from '../restore/dir-sink.js';
 import { safeName } from '../restore/safe-name.js';
@@ -27,8 +28,6 @@ import { backupDiskIndexes, type DiskPlan, planDisk, rebuildDisk } from './rebui
 import { openWriter } from './writers/open.js';
 import { DEFAULT_ADAPTER, type DiskFormat, formatFileNames } from './writers/types.js';
 
-/** The backup's configuration files: pseudo-disk slot `config`, volume `config` (written by agent/backup). */
-export const CONFIG_VOLUME = 'config';
 export const DEFAULT_FORMAT: DiskFormat = 'vmdk-sparse';
 /** VMware names a snapshot's delta disk `<base>-000001.vmdk`: a flattened restore drops the suffix. */
 const SNAPSHOT_SUFFIX = /-\d{6}$/;
