@@ -4,7 +4,8 @@
  * between backups (debugfs on its ext4, as the demo does: the disk image is
  * rewritten and renamed into place, as a VM's storage would change it), asks
  * for restores through the API (into a restore root, and a download), and
- * stops and restarts the daemon in the middle. At the end `check --read-data`
+ * stops and restarts the daemon in the middle, while catalog shipping and
+ * checks run on their own schedules. At the end `check --read-data`
  * passes and every restored file equals what was in the guest at that
  * backup's time (SHA-256; the contents are the test's own, and the sample
  * store's source trees for win01).
@@ -32,9 +33,9 @@ import {
 } from './daemon-helpers.js';
 
 const TOKEN = 'soak-test-token-0123456789abcdef';
-const ROUNDS = 3;
+const ROUNDS = 5;
 /** The round after whose change the daemon is stopped and started again. */
-const RESTART_AFTER = 2;
+const RESTART_AFTER = 3;
 const sha = (b: Buffer | string) => createHash('sha256').update(b).digest('hex');
 
 /** Rewrites files inside lin01's ext4 with debugfs (rm + write), then renames the new image into place. */
@@ -85,6 +86,7 @@ describe('daemon soak', () => {
       schedules: [
         { name: 'backups', kind: 'backup', cron: '*/3 * * * * *' },
         { name: 'ship', kind: 'ship', cron: '*/20 * * * * *' },
+        { name: 'check', kind: 'check', cron: '*/15 * * * * *' },
       ],
       throttle: { enabled: false },
       api: { listen: `127.0.0.1:${port}`, token: TOKEN },
@@ -212,6 +214,10 @@ describe('daemon soak', () => {
     expect(winDiffs).toEqual([]);
     // each round's lin01 backup is its own: the versions differ
     expect(new Set([...expected.values()].map((v) => v['notes.txt'])).size).toBe(ROUNDS + 1);
+
+    // ---- no job failed (backups, restores, and whatever ship/check runs the schedules made) ------
+    const all = vdbak(['jobs', '--repo', repo, '--limit', '1000', '--json']).json<JobRow[]>();
+    expect(all.filter((j) => j.state === 'failed').map((j) => `${j.id} ${j.kind}: ${j.error?.message}`)).toEqual([]);
 
     // ---- the repository is sound ---------------------------------------------------------------
     const check = vdbak(['check', '--read-data', '--repo', repo]);
