@@ -11,9 +11,9 @@
  * restore wrote, so the folder is left as it was found (except replaced files).
  */
 import { lstatSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import { rm } from 'node:fs/promises';
+import { rm, rmdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { basename, extname, join, resolve } from 'node:path';
+import { basename, dirname, extname, join, resolve } from 'node:path';
 import type { BackupRow, Catalog } from '../../catalog/catalog.js';
 import { errorsFor, isVdbakError } from '../../parsers/errors.js';
 import type { Target } from '../../transport/targets/types.js';
@@ -209,6 +209,18 @@ function patchOptions(plan: RestoreVmPlan, opts: RestoreVmOptions) {
   };
 }
 
+/** Removes `folder` and its parents up to `top` (those this restore made), while they are empty. */
+async function removeEmptyDirs(folder: string, top: string): Promise<void> {
+  for (let dir = folder; ; dir = dirname(dir)) {
+    try {
+      await rmdir(dir);
+    } catch {
+      return; // not empty (or gone): stop
+    }
+    if (dir === resolve(top) || dirname(dir) === dir) return;
+  }
+}
+
 /**
  * Restores a whole VM. Throws a typed error (naming the file and, where it
  * applies, the field) when it fails; what it wrote is removed.
@@ -223,8 +235,10 @@ export async function restoreVm(
   const overwrite = opts.overwrite ?? false;
   const plan = planRestoreVm(cat, backup, opts);
   checkTargets(plan, overwrite);
+  // the first folder mkdir made (undefined: the folder was there): removed again on failure if still empty
+  let madeFolder: string | undefined;
   try {
-    mkdirSync(plan.folder, { recursive: true });
+    madeFolder = mkdirSync(plan.folder, { recursive: true });
   } catch (e) {
     throw errs(plan.folder).io('RESTORE_VM_FOLDER', `cannot create: ${(e as Error).message}`, { field: 'to' });
   }
@@ -282,6 +296,7 @@ export async function restoreVm(
     };
   } catch (e) {
     for (const p of created) await rm(p, { force: true }).catch(() => undefined);
+    if (madeFolder !== undefined) await removeEmptyDirs(plan.folder, madeFolder);
     if (isVdbakError(e)) throw e;
     throw errs(plan.folder).io('RESTORE_VM_FAILED', e instanceof Error ? e.message : String(e));
   }
