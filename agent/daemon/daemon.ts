@@ -7,7 +7,8 @@
  * SIGHUP reloads the config: a bad file is logged and the old config kept;
  * a good one is swapped in (jobs starting from then on see it), schedules are
  * replaced, VMs rediscovered, and the API restarted only if its address
- * changed. Running jobs are not touched.
+ * changed. Running jobs are not touched; a running backup keeps its throttle
+ * limits (the next one gets the new ones); log.level needs a restart.
  *
  * SIGTERM/SIGINT: no new work (scheduler and API stop), running jobs are
  * interrupted and queued again (they resume at the next start), the catalog's
@@ -316,6 +317,10 @@ class Daemon {
         this.api = undefined;
         if (api) await withTimeout(api.close(), API_CLOSE_MS);
         await this.startApi();
+      }
+      if (next.log.level !== old.log.level) {
+        // the parts hold child loggers made at start; a level half applied would mislead
+        this.log.warn({ level: next.log.level }, 'log.level changes take effect at the next start');
       }
       this.log.info({ config: next.source, schedules: next.schedules.map((s) => s.name) }, 'config reloaded');
     } catch (e) {
