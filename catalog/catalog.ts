@@ -427,6 +427,16 @@ export class Catalog {
 
   // ---- versions (writer) ----------------------------------------------------------------------
 
+  /**
+   * Rolls back the open write transaction, if any. Directory ids created in it
+   * are forgotten too: SQLite hands the same ids to the next new folders, and a
+   * cached stale id would file versions under the wrong folder.
+   */
+  rollback(): void {
+    if (this.db.inTransaction) this.db.exec('ROLLBACK');
+    this.dirCache.clear();
+  }
+
   /** The id of a directory path of a volume, created on first use. */
   dirId(volumeId: number, dir: string): number {
     const key = `${volumeId}\0${dir}`;

@@ -66,3 +66,29 @@ describe('catalog schema upgrades', () => {
     }
   });
 });
+
+describe('catalog rollback', () => {
+  it('forgets directory ids made in a rolled-back transaction (SQLite reuses them for other folders)', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'vdbak-rollback-'));
+    dirs.push(dir);
+    const cat = Catalog.open(join(dir, 'c.db'), { create: true });
+    try {
+      const vm = cat.upsertVm({ identity: 'u', name: 'vm', kind: 'image' });
+      const vol = cat.upsertVolume(cat.upsertDisk(vm, 'scsi0:0', 0), 1, 'd0p1');
+      cat.db.exec('BEGIN');
+      const a = cat.dirId(vol, '/a');
+      cat.rollback();
+      const b = cat.dirId(vol, '/b');
+      const a2 = cat.dirId(vol, '/a');
+      expect(a2).not.toBe(b);
+      const rows = cat.db.prepare('SELECT id, path FROM dirs ORDER BY id').all() as { id: bigint; path: string }[];
+      expect(rows.map((r) => [Number(r.id), r.path])).toEqual([
+        [b, '/b'],
+        [a2, '/a'],
+      ]);
+      expect(a).toBe(b); // the id really was reused: without the fix /a would resolve to /b's row
+    } finally {
+      cat.close();
+    }
+  });
+});
