@@ -36,6 +36,7 @@ import {
   complement,
   deviceAllocated,
   FileRuns,
+  imageStamp,
   merged,
   pieces,
   REGION_CHUNK_SIZES,
@@ -151,6 +152,10 @@ interface Part {
 interface DiskFiles {
   runs: FileRuns;
   giveBack: ByteRange[];
+  /** stats.changed when the disk started: equal at its end means no file of it was read (or failed). */
+  changedAtStart: number;
+  /** imageStamp() of the disk's files when it started. */
+  stamp: string | undefined;
 }
 
 interface PendingFile {
@@ -485,8 +490,13 @@ class BackupRun {
   // ---- regions and configuration files -------------------------------------------------------
 
   /** Starts a disk: the runs of the files about to be walked are collected for its regions. */
-  beginDisk(): void {
-    this.diskFiles = { runs: new FileRuns(), giveBack: [] };
+  beginDisk(stack: DiskStack): void {
+    this.diskFiles = {
+      runs: new FileRuns(),
+      giveBack: [],
+      changedAtStart: this.stats.changed,
+      stamp: imageStamp(stack.disk.chain),
+    };
   }
 
   /**
@@ -501,9 +511,25 @@ class BackupRun {
     volumeId: number,
     fsInfo: Map<OpenVolume, FsInfo>,
   ): Promise<{ runs: number; bytes: number }> {
-    const files = this.diskFiles ?? { runs: new FileRuns(), giveBack: [] };
+    const files = this.diskFiles ?? { runs: new FileRuns(), giveBack: [], changedAtStart: -1, stamp: undefined };
     this.diskFiles = undefined;
     const name = stack.disk.name;
+    // the same image files as when the current regions were read, and no file of the disk read again: same regions
+    const cur = this.cat.currentVersion(volumeId, REGIONS_PATH);
+    if (
+      files.stamp !== undefined &&
+      files.changedAtStart === this.stats.changed &&
+      cur?.meta?.diskRegions &&
+      !cur.meta.readError &&
+      cur.meta.imageStamp === files.stamp
+    ) {
+      const bytes = Number(cur.meta.allocatedBytes ?? 0);
+      this.cat.markSeen(cur.id);
+      this.writer.tick();
+      this.stats.bytesScanned += bytes;
+      this.stats.totalBytes += bytes;
+      return { runs: cur.runs?.length ?? 0, bytes };
+    }
     const excluded: Iterable<ByteRange>[] = [];
     const overlapping = overlappingVolumes(stack.volumes);
     for (const ov of stack.volumes) {
@@ -547,7 +573,7 @@ class BackupRun {
       atimeNs: 0n,
       ctimeNs: 0n,
       runs: res.runs.map((r) => ({ fileOffset: r.offset, volumeOffset: r.offset, length: r.length })),
-      meta: { diskRegions: true, allocatedBytes: res.bytes },
+      meta: { diskRegions: true, allocatedBytes: res.bytes, ...(files.stamp ? { imageStamp: files.stamp } : {}) },
       chunks: [],
     };
     const base = { ...this.taskBase(diskPath, format, WHOLE_DISK), chunkSizes: { ...REGION_CHUNK_SIZES } };
@@ -855,7 +881,7 @@ export async function backupVm(repo: Repo, source: BackupSource, opts: BackupOpt
         scheme: stack.map.scheme,
       });
       for (const w of stack.map.warnings ?? []) run.warn(`${d.path}: ${String(w)}`);
-      run.beginDisk();
+      run.beginDisk(stack);
       const fsInfo = new Map<OpenVolume, FsInfo>();
       for (const ov of stack.volumes) {
         const name = volumeName(diskIndex, ov.volume.index);

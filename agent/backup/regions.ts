@@ -16,6 +16,8 @@
  * joining the closest neighbours — storing a little free space or file
  * content twice is always safe, leaving a used byte out never is.
  */
+import { createHash } from 'node:crypto';
+import { statSync } from 'node:fs';
 import type { ByteRange } from '../../parsers/blockdevice.js';
 import { unionOfIntervals } from '../../parsers/fs/ranges.js';
 import type { ChunkSizes } from '../chunk/fastcdc.js';
@@ -42,6 +44,31 @@ export const REGION_CHUNK_SIZES: Readonly<ChunkSizes> = Object.freeze({
 /** Disk allocation is asked in windows of this size (each answer stays bounded). */
 const ALLOCATION_WINDOW = 64 * 1024 * 1024 * 1024;
 const FIRST_FILE_RUNS = 1024;
+
+/** Bump when what the regions hold changes: a stamp of another format never matches. */
+const REGIONS_FORMAT = 1;
+
+/**
+ * A fingerprint of the files a disk is read from (every file of every link
+ * of its chain: path, size, times, inode): equal stamps mean the same bytes,
+ * so the previous backup's regions can be kept without reading them. The
+ * change time cannot be set back by a writer. Undefined when a file cannot
+ * be stat'ed (the regions are then read).
+ */
+export function imageStamp(chain: readonly { files: readonly string[] }[]): string | undefined {
+  const h = createHash('sha256').update(`regions ${REGIONS_FORMAT}\0`);
+  try {
+    for (const link of chain) {
+      for (const f of link.files) {
+        const st = statSync(f, { bigint: true });
+        h.update(`${f}\0${st.dev}\0${st.ino}\0${st.size}\0${st.mtimeNs}\0${st.ctimeNs}\0`);
+      }
+    }
+  } catch {
+    return undefined;
+  }
+  return h.digest('hex');
+}
 
 /** Joins touching and overlapping ranges of a stream sorted by offset. */
 export function* merged(src: Iterable<ByteRange>): Generator<ByteRange> {

@@ -10,7 +10,7 @@
  * bytes, equals the allocated bytes minus the filesystems' free space; the
  * regions lie inside the allocated bytes and never overlap a stored file run.
  */
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, test } from 'vitest';
@@ -299,10 +299,9 @@ describe('a VMware VM folder (test/fixtures/regions-vm.sh)', () => {
   test('an unchanged disk and folder cost no new region or config rows', () => {
     const third = vdbakOk(['backup', '--repo', repo, '--json', join(fx, 'store2', 'vm1')]).jsonLines<BackupJson>()[0]!;
     expect(third.bytesSent).toBe(0);
-    // the regions are read again (nothing says they are unchanged), and nothing else is
-    expect(third.regionBytesRead).toBe(third.regions[0]!.bytes);
-    expect(third.bytesRead).toBe(third.regionBytesRead);
-    expect(third.configBytesRead).toBe(0);
+    // the image files are as they were: the regions are kept without reading them, like the files
+    expect(third.bytesRead).toBe(0);
+    expect(third.regions).toEqual(second.regions);
     const cat = Catalog.open(join(repo, 'catalog.db'), { readonly: true });
     try {
       const rows = cat.db.prepare(`SELECT count(*) AS n FROM versions WHERE first_backup = ?`).get(third.backupId) as {
@@ -312,5 +311,16 @@ describe('a VMware VM folder (test/fixtures/regions-vm.sh)', () => {
     } finally {
       cat.close();
     }
+  });
+
+  test('the same disk under another path (a new file) has its regions read again, and sends nothing', () => {
+    const copy = join(mkdtempSync(join(tmpdir(), 'vdbak-regions-copy-')), 'vm1');
+    cpSync(join(fx, 'store2', 'vm1'), copy, { recursive: true });
+    const r = vdbakOk(['backup', '--repo', repo, '--json', copy]).jsonLines<BackupJson>()[0]!;
+    expect(r.regionBytesRead).toBe(r.regions[0]!.bytes);
+    // the configuration files are new files too
+    expect(r.bytesRead).toBe(r.regionBytesRead + r.configBytesRead);
+    expect(r.bytesSent).toBe(0);
+    expect(r.regions).toEqual(second.regions);
   });
 });
