@@ -67,7 +67,8 @@ async function putPart(
     const r = ranges[k];
     if (!r || r.start >= end) break;
     if (r.start > pos) {
-      counters.written += await writeNonZero(writer, pos, bytes.subarray(pos - offset, r.start - offset));
+      const n = await writeNonZero(writer, pos, bytes.subarray(pos - offset, r.start - offset));
+      counters.written += n;
       pos = r.start;
     }
     const to = Math.min(r.end, end);
@@ -83,7 +84,11 @@ async function putPart(
     counters.verified += to - pos;
     pos = to;
   }
-  if (pos < end) counters.written += await writeNonZero(writer, pos, bytes.subarray(pos - offset));
+  if (pos < end) {
+    // not `counters.written += await …`: that reads the counter before the await, and files are placed concurrently
+    const n = await writeNonZero(writer, pos, bytes.subarray(pos - offset));
+    counters.written += n;
+  }
 }
 
 function isZero(b: Uint8Array): boolean {
