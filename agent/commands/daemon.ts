@@ -158,8 +158,8 @@ function jobsTable(list: JobRow[]): string {
   return `${lines.join('\n')}\n`;
 }
 
-function throttleText(t: DaemonStatus['throttle'][number], enabled: boolean | undefined): string {
-  if (!t.status) return enabled === false ? 'off' : 'idle (no backup running)';
+function throttleText(t: DaemonStatus['throttle'][number]): string {
+  if (!t.status) return 'not measuring (no backup is reading, or throttle.enabled is false)';
   return `${t.status.mode} at ${formatRate(t.status.rate)}: ${t.status.reason}`;
 }
 
@@ -170,7 +170,7 @@ function statusText(st: DaemonState, s: DaemonStatus, nowMs: number): string {
     `API       ${st.api ? `${st.api.host}:${st.api.port}` : '-'}`,
   ];
   if (!s.throttle.length) lines.push('throttle  (no datastores configured)');
-  for (const t of s.throttle) lines.push(`throttle  ${t.datastore}: ${throttleText(t, undefined)}`);
+  for (const t of s.throttle) lines.push(`throttle  ${t.datastore}: ${throttleText(t)}`);
   lines.push('schedules (times UTC)');
   if (!s.schedules.length) lines.push('  (none)');
   for (const sc of s.schedules) {
@@ -182,7 +182,7 @@ function statusText(st: DaemonState, s: DaemonStatus, nowMs: number): string {
       `  ${sc.name.padEnd(COL).slice(0, COL)} ${sc.kind.padEnd(7)} ${sc.cron.padEnd(16)} next ${when(sc.nextRunMs)}  ${last}`,
     );
   }
-  lines.push(`running   ${s.running.length ? '' : 'nothing'}`);
+  lines.push(`running   ${s.running.length ? `${s.running.length} job(s)` : 'nothing'}`);
   for (const j of s.running) lines.push(`  job ${j.id} ${j.kind} ${subject(j)}  ${progressText(j) || 'starting'}`);
   lines.push(`queued    ${s.queued} job(s)`);
   lines.push('last results');

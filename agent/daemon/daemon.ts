@@ -142,7 +142,14 @@ export async function runDaemon(configPath: string | undefined): Promise<number>
     state.release();
     throw e;
   }
-  const d = new Daemon(configPath, cfg, repo, state, log);
+  let d: Daemon;
+  try {
+    d = new Daemon(configPath, cfg, repo, state, log);
+  } catch (e) {
+    repo.close();
+    state.release();
+    throw e;
+  }
   return d.run();
 }
 
@@ -154,7 +161,6 @@ class Daemon {
   private readonly ctx: DaemonContext;
   private readonly discoveryLog: Logger;
   private api: ApiServer | undefined;
-  private apiListen: string | undefined;
   private stopping = false;
   private reloading: Promise<void> = Promise.resolve();
   private finished!: (code: number) => void;
@@ -282,7 +288,6 @@ class Daemon {
     const api = createApiServer(this.ctx);
     const addr = await api.listen(host, port);
     this.api = api;
-    this.apiListen = this.cfg.api.listen;
     this.state.update({ api: { host: addr.address, port: addr.port } });
     this.log.info({ api: `${addr.address}:${addr.port}` }, 'API listening');
   }
