@@ -143,7 +143,8 @@ export function* deviceAllocated(dev: {
   allocated(offset: number, length: number): ByteRange[];
 }): Generator<ByteRange> {
   for (let off = 0; off < dev.size; off += ALLOCATION_WINDOW) {
-    yield* merged(dev.allocated(off, Math.min(ALLOCATION_WINDOW, dev.size - off)));
+    // sorted here: merged() needs it, and the image formats do not promise it
+    yield* merged(dev.allocated(off, Math.min(ALLOCATION_WINDOW, dev.size - off)).sort((a, b) => a.offset - b.offset));
   }
 }
 
