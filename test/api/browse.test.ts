@@ -9,6 +9,7 @@ import { readFileSync } from 'node:fs';
 import { get as httpGet } from 'node:http';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createApiServer } from '../../agent/api/server.js';
 import { run } from '../helpers/fixtures.js';
 import { vdbakOk } from '../helpers/vdbak.js';
 import { apiFixture, call, get, getAll, TOKEN, type ApiFixture } from './helpers.js';
@@ -280,10 +281,65 @@ describe('downloads', () => {
       const job = await call<{ id: number }>(f, 'POST', '/backups', { body: { vm: 'win01' } });
       expect(job.status).toBe(202);
       expect(f.jobs.cancel(job.body.id)?.state).toBe('cancelled');
+      // let the server fill the socket and wait for 'drain' (the state a vanished client leaves it in)
+      await new Promise((r) => setTimeout(r, 300));
     } finally {
       req!.destroy();
     }
     expect(f.foregroundCalls.n).toBe(before + 1);
     await expect.poll(() => f.foregroundCalls.active, { timeout: 10_000 }).toBe(0);
   });
+
+  for (const [what, path] of [
+    ['tar', '/d0p1/home'],
+    ['file', '/d0p1/var/log/syslog'],
+  ]) {
+    it(`a client that goes away while a ${what} download waits for the target ends the download`, async () => {
+      // a target whose reads wait until released: the response starts, its file data cannot yet
+      let release!: () => void;
+      const gate = new Promise<void>((r) => (release = r));
+      const inner = f.repo.target;
+      const target = Object.create(inner) as typeof inner;
+      target.get = async (name) => (await gate, inner.get(name));
+      target.getRange = async (name, offset, length) => (await gate, inner.getRange(name, offset, length));
+      const counts = { n: 0, active: 0 };
+      const server = createApiServer({
+        ...f.ctx,
+        repo: { ...f.repo, target },
+        foreground: async (fn) => {
+          counts.n++;
+          counts.active++;
+          try {
+            return await fn();
+          } finally {
+            counts.active--;
+          }
+        },
+      });
+      const addr = await server.listen('127.0.0.1', 0);
+      try {
+        await new Promise<void>((resolve, reject) => {
+          const req = httpGet(
+            `http://127.0.0.1:${addr.port}/backups/lin01/download?path=${path}`,
+            { headers: { Authorization: `Bearer ${TOKEN}` } },
+            (res) => {
+              expect(res.statusCode).toBe(200);
+              // the headers are out; the data waits for the target
+              req.destroy();
+              resolve();
+            },
+          );
+          req.on('error', (e: NodeJS.ErrnoException) => (e.code === 'ECONNRESET' ? undefined : reject(e)));
+        });
+        // let the server see the connection close while it waits for the target, then let the reads go
+        await new Promise((r) => setTimeout(r, 200));
+        release();
+        expect(counts.n).toBe(1);
+        await expect.poll(() => counts.active, { timeout: 10_000 }).toBe(0);
+      } finally {
+        release();
+        await server.close();
+      }
+    }, 60_000);
+  }
 });

@@ -6,6 +6,8 @@
  * connection (a truncated body the client can see), never a half-valid 200.
  */
 import { once } from 'node:events';
+import { PassThrough } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import type { ServerResponse } from 'node:http';
 import { resolveContent } from '../../browse/content.js';
 import { resolveBackup, resolvePath } from '../../browse/refs.js';
@@ -39,6 +41,7 @@ function lastName(path: string): string {
 
 /** Resolves when the response can take more, or when it closed. */
 async function drained(res: ServerResponse): Promise<void> {
+  if (res.destroyed) return;
   const ac = new AbortController();
   await Promise.race([once(res, 'drain', { signal: ac.signal }), once(res, 'close', { signal: ac.signal })]).finally(
     () => ac.abort(),
@@ -105,6 +108,8 @@ async function download(
         'Content-Length': String(size),
         'Content-Disposition': contentDisposition(name),
       });
+      // the status goes out now, not with the first bytes (which may wait for the target)
+      res.flushHeaders();
       for await (const chunk of versionContent(store, version, stream)) {
         if (res.destroyed) return;
         if (!res.write(chunk)) await drained(res);
@@ -121,7 +126,15 @@ async function download(
       'Content-Type': 'application/x-tar',
       'Content-Disposition': contentDisposition(`${b.vmName}-${b.id}${base ? `-${base}` : ''}.tar`),
     });
-    const report = await restorePath(cat, repo.target, b, path, new TarSink(res, { end: true }));
+    res.flushHeaders();
+    // through a PassThrough piped to the response: a client that goes away destroys the pipe with an
+    // error the sink sees (a bare response only closes, and the sink would wait for 'drain' forever,
+    // holding the foreground and so every backup's reads)
+    const out = new PassThrough();
+    const sent = pipeline(out, res);
+    sent.catch(() => undefined);
+    const report = await restorePath(cat, repo.target, b, path, new TarSink(out, { end: true }));
+    await sent;
     const failed = report.notes.filter((n) => n.kind === 'failed');
     if (failed.length) log.warn({ backup: b.id, path, failed: failed.length }, 'tar download: some entries failed');
   });
