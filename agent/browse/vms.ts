@@ -1,32 +1,18 @@
 /**
  * The VMs the catalog knows (present or vanished), and a VM's disks as its
  * latest backup saw them, for GET /vms and GET /vms/{vm}/disks.
- *
- * The presence columns (vms.datastore, vms.vanished_ms) come with catalog
- * schema 2; a catalog opened read-only before its upgrade lacks them, so they
- * are read with SELECT * and default to "present, datastore unknown".
+ * Presence (datastore, vanished) is what discovery recorded (catalog/inventory.ts).
  */
-import type { Catalog, VmRow } from '../../catalog/catalog.js';
+import type { BackupRow, Catalog, VmRow } from '../../catalog/catalog.js';
+import { inventoryVms, type InventoryVm } from '../../catalog/inventory.js';
 import { errorsFor } from '../../parsers/errors.js';
 
-export interface VmSummary {
-  id: number;
-  identity: string;
-  name: string;
-  kind: string;
-  configPath: string | null;
-  datastore: string | null;
+export interface VmSummary extends InventoryVm {
   present: boolean;
-  vanishedMs: number | null;
-  firstSeenMs: number;
-  lastSeenMs: number;
+  /** Complete backups. */
   backups: number;
   lastBackup: { id: number; startedMs: number; finishedMs: number | null } | null;
 }
-
-type Row = Record<string, unknown>;
-const num = (v: unknown): number => Number(v);
-const numOrNull = (v: unknown): number | null => (v === null || v === undefined ? null : Number(v));
 
 /** The VMs named `name` (display name, identity or id); a typed 404 when none. */
 export function findVmsOrThrow(cat: Catalog, name: string): VmRow[] {
@@ -50,34 +36,21 @@ export function findOneVm(cat: Catalog, name: string): VmRow {
 }
 
 export function vmSummaries(cat: Catalog): VmSummary[] {
-  const last = new Map<number, Row>();
-  for (const r of cat.db
-    .prepare(
-      `SELECT b.vm_id, COUNT(*) AS n, MAX(b.id) AS last_id FROM backups b WHERE b.state = 'complete' GROUP BY b.vm_id`,
-    )
-    .all() as Row[]) {
-    last.set(num(r.vm_id), r);
+  const last = new Map<number, { n: number; last: BackupRow }>();
+  for (const b of cat.backups()) {
+    const agg = last.get(b.vmId);
+    if (agg) {
+      agg.n++;
+      agg.last = b;
+    } else last.set(b.vmId, { n: 1, last: b });
   }
-  return (cat.db.prepare('SELECT * FROM vms ORDER BY name, id').all() as Row[]).map((r) => {
-    const id = num(r.id);
-    const agg = last.get(id);
-    const lastBackup = agg ? cat.backup(num(agg.last_id)) : undefined;
-    const vanishedMs = numOrNull(r.vanished_ms);
+  return inventoryVms(cat).map((v) => {
+    const agg = last.get(v.id);
     return {
-      id,
-      identity: r.identity as string,
-      name: r.name as string,
-      kind: r.kind as string,
-      configPath: (r.config_path as string | null) ?? null,
-      datastore: (r.datastore as string | null | undefined) ?? null,
-      present: vanishedMs === null,
-      vanishedMs,
-      firstSeenMs: num(r.first_seen_ms),
-      lastSeenMs: num(r.last_seen_ms),
-      backups: agg ? num(agg.n) : 0,
-      lastBackup: lastBackup
-        ? { id: lastBackup.id, startedMs: lastBackup.startedMs, finishedMs: lastBackup.finishedMs }
-        : null,
+      ...v,
+      present: v.vanishedMs === null,
+      backups: agg?.n ?? 0,
+      lastBackup: agg ? { id: agg.last.id, startedMs: agg.last.startedMs, finishedMs: agg.last.finishedMs } : null,
     };
   });
 }

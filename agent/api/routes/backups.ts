@@ -3,7 +3,8 @@ import type { BackupState } from '../../../catalog/catalog.js';
 import { takePage } from '../../browse/page.js';
 import { resolveBackup } from '../../browse/refs.js';
 import { treeRowJson, treeRows } from '../../browse/tree.js';
-import { findOneVm, findVmsOrThrow, vmSummaries } from '../../browse/vms.js';
+import { findOneVm, findVmsOrThrow } from '../../browse/vms.js';
+import { inventoryVm } from '../../../catalog/inventory.js';
 import { errorsFor } from '../../../parsers/errors.js';
 import type { Route } from '../router.js';
 import { ok, PAGE_PARAMS, pageOf, str } from './common.js';
@@ -69,7 +70,7 @@ export const backupRoutes: Route[] = [
     handle: ({ ctx, body }) => {
       const cat = ctx.repo.catalog;
       const vm = findOneVm(cat, body.vm as string);
-      if (vmSummaries(cat).find((v) => v.id === vm.id)?.present === false) {
+      if (inventoryVm(cat, vm.identity)?.vanishedMs != null) {
         throw errorsFor({ image: vm.name, layer: 'job' }).unsupported(
           'VM_VANISHED',
           `VM '${vm.name}' is no longer found in any datastore; its backups stay restorable`,
