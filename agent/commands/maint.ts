@@ -4,15 +4,10 @@
 import { parseArgs } from 'node:util';
 import { humanBytes } from '../format.js';
 import { checkRepo } from '../maint/check.js';
+import { forgetByPolicy } from '../maint/forget.js';
 import { pruneRepo, type PruneReport } from '../maint/prune.js';
 import { lockRepo, openRepo, processAlive, repoPath } from '../repo.js';
-import {
-  applyRetention,
-  parseRetentionArgs,
-  RETENTION_PARSE_OPTIONS,
-  RetentionError,
-  type RetentionPolicy,
-} from '../retention.js';
+import { parseRetentionArgs, RETENTION_PARSE_OPTIONS, RetentionError, type RetentionPolicy } from '../retention.js';
 import { writeOut } from '../stdout.js';
 import { UsageError } from './usage.js';
 
@@ -104,19 +99,7 @@ export async function cmdForget(args: string[]): Promise<number> {
       vms = cat.findVms(values.vm);
       if (vms.length === 0) throw new UsageError(`no VM named '${values.vm}'`);
     }
-    const result: { vm: string; keep: { id: number; reasons: string[] }[]; remove: number[] }[] = [];
-    for (const vm of vms) {
-      const list = cat.backups({ vmId: vm.id });
-      if (list.length === 0) continue;
-      const d = applyRetention(
-        list.map((b) => ({ id: b.id, time: new Date(b.startedMs) })),
-        policy,
-      );
-      result.push({ vm: vm.name, ...d });
-    }
-    const remove = result.flatMap((r) => r.remove);
-    let versionsRemoved = 0;
-    if (!values['dry-run'] && remove.length) versionsRemoved = cat.forgetBackups(remove).versionsRemoved;
+    const { vms: result, remove, versionsRemoved } = forgetByPolicy(cat, vms, policy, { dryRun: values['dry-run'] });
     let pruned: PruneReport | undefined;
     if (values.prune && !values['dry-run']) pruned = await pruneRepo(repo);
     if (values.json) {

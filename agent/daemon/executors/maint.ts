@@ -6,7 +6,7 @@ import { checkRepo, type CheckReport } from '../../maint/check.js';
 import { pruneRepo, type PruneReport } from '../../maint/prune.js';
 import { writeOutsideBatch } from '../../../catalog/jobs.js';
 import { openRepo, processAlive } from '../../repo.js';
-import { applyRetention } from '../../retention.js';
+import { forgetByPolicy, type ForgetVmDecision } from '../../maint/forget.js';
 import type { CheckJobParams, ForgetJobParams } from '../types.js';
 import { type Executor, JobFailedWithResult, jobErrors, throwIfCancelled } from './context.js';
 
@@ -55,7 +55,7 @@ export const runCheck: Executor = async (ctx): Promise<CheckReport> => {
 };
 
 export interface ForgetResult {
-  vms: { vm: string; keep: { id: number; reasons: string[] }[]; remove: number[] }[];
+  vms: ForgetVmDecision[];
   versionsRemoved: number;
   prune?: PruneReport;
 }
@@ -68,19 +68,14 @@ export const runForget: Executor = async (ctx): Promise<ForgetResult> => {
     vms = cat.findVms(p.vm);
     if (vms.length === 0) throw jobErrors(ctx.job).notFound('VM_NOT_FOUND', `no VM named '${p.vm}' in the catalog`);
   }
-  const out: ForgetResult = { vms: [], versionsRemoved: 0 };
-  for (const vm of vms) {
-    throwIfCancelled(ctx);
-    const list = cat.backups({ vmId: vm.id });
-    if (list.length === 0) continue;
-    const d = applyRetention(
-      list.map((b) => ({ id: b.id, time: new Date(b.startedMs) })),
-      ctx.config.retention,
-    );
-    out.vms.push({ vm: vm.name, ...d });
-  }
-  const remove = out.vms.flatMap((r) => r.remove);
-  if (remove.length) out.versionsRemoved = cat.forgetBackups(remove).versionsRemoved;
+  const {
+    vms: decided,
+    remove,
+    versionsRemoved,
+  } = forgetByPolicy(cat, vms, ctx.config.retention, {
+    beforeEach: () => throwIfCancelled(ctx),
+  });
+  const out: ForgetResult = { vms: decided, versionsRemoved };
   ctx.log.info({ removed: remove, versionsRemoved: out.versionsRemoved }, 'forget done');
   if (p.prune) out.prune = await prune(ctx);
   return out;
