@@ -6,7 +6,7 @@
  * the CLI reads to find the running daemon. It holds no secret: the API token
  * stays in the config or the token file.
  */
-import { closeSync, fsyncSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { errorsFor } from '../../parsers/errors.js';
@@ -66,6 +66,17 @@ export function runningDaemon(root: string): DaemonState | undefined {
   return s && processAlive(s.pid, s.host) ? s : undefined;
 }
 
+/** A state file written this recently and unreadable is still being written. */
+const FRESH_MS = 10_000;
+
+function writtenRecently(path: string): boolean {
+  try {
+    return Date.now() - statSync(path).mtimeMs < FRESH_MS;
+  } catch {
+    return false;
+  }
+}
+
 function writeExclusive(path: string, text: string): void {
   const fd = openSync(path, 'wx', 0o644);
   try {
@@ -104,6 +115,13 @@ export function claimDaemonState(root: string, init: Omit<DaemonState, 'pid' | '
         throw stateErr(root).io(
           'DAEMON_RUNNING',
           `a vdbak daemon already runs on ${root} (pid ${other.pid} on ${other.host}${where}, since ${new Date(other.startedMs).toISOString()})`,
+        );
+      }
+      if (!other && writtenRecently(path)) {
+        // unreadable and fresh: another daemon is between creating and writing it
+        throw stateErr(root).io(
+          'DAEMON_RUNNING',
+          `another vdbak daemon is starting on ${root} (${path} is being written)`,
         );
       }
       // a dead daemon's file (or an unreadable one left by a crash mid-write): take it over

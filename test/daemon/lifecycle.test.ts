@@ -11,10 +11,11 @@
  *   SIGHUP is logged and the old one kept.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { claimDaemonState, readDaemonState, runningDaemon } from '../../agent/daemon/state.js';
 import type { JobRow } from '../../agent/daemon/types.js';
 import { sampleStore, vdbak } from '../helpers/vdbak.js';
 import {
@@ -243,5 +244,41 @@ describe('daemon lifecycle', () => {
     const r = vdbak(['daemon', '--config', bad]);
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/schedules\[0\]\.kind/);
+  });
+});
+
+describe('daemon.json, the claim on a repository', () => {
+  const fresh = () => mkdtempSync(join(tmpdir(), 'vdbak-state-'));
+  const init = { startedMs: 1, configSource: '/etc/vdbak.yaml', version: 't' };
+
+  it('is created, refused to a second claimer while its process lives, updated and released', () => {
+    const root = fresh();
+    const h = claimDaemonState(root, init);
+    expect(readDaemonState(root)).toEqual({ ...init, pid: process.pid, host: hostname() });
+    expect(runningDaemon(root)?.pid).toBe(process.pid);
+    expect(() => claimDaemonState(root, init)).toThrow(expect.objectContaining({ code: 'DAEMON_RUNNING' }));
+    h.update({ api: { host: '127.0.0.1', port: 8470 } });
+    expect(readDaemonState(root)?.api).toEqual({ host: '127.0.0.1', port: 8470 });
+    h.release();
+    expect(existsSync(join(root, 'daemon.json'))).toBe(false);
+    expect(runningDaemon(root)).toBeUndefined();
+  });
+
+  it('a dead process’s file is taken over; a fresh unreadable one is not (a daemon is writing it); an old one is', () => {
+    const root = fresh();
+    const path = join(root, 'daemon.json');
+    writeFileSync(path, JSON.stringify({ ...init, pid: deadPid(), host: hostname() }));
+    expect(runningDaemon(root)).toBeUndefined();
+    claimDaemonState(root, init).release();
+    writeFileSync(path, '');
+    expect(() => claimDaemonState(root, init)).toThrow(/is being written/);
+    const old = new Date(Date.now() - 60_000);
+    utimesSync(path, old, old);
+    const h = claimDaemonState(root, init);
+    expect(readDaemonState(root)?.pid).toBe(process.pid);
+    // release leaves a file that is no longer ours alone
+    writeFileSync(path, JSON.stringify({ ...init, pid: process.pid + 1, host: 'elsewhere' }));
+    h.release();
+    expect(existsSync(path)).toBe(true);
   });
 });
