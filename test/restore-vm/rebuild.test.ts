@@ -9,7 +9,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -253,7 +253,10 @@ describe('rebuildDisk', () => {
     repo = openRepo(join(root, 'repo'));
     out = mkdtempSync(join(root, 'out-'));
   });
-  afterAll(() => repo.close());
+  afterAll(() => {
+    repo.close();
+    rmSync(root, { recursive: true, force: true });
+  });
 
   it('puts regions, files at their runs and raw volumes back byte for byte, in every format', async () => {
     const disk = expectedDisk(FULL, seed);

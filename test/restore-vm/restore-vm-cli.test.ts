@@ -4,10 +4,10 @@
  * overwrite, and argument mistakes as usage errors.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { dirname, join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fixture } from '../helpers/fixtures.js';
 import { newRepo, sampleStore, vdbak, vdbakOk } from '../helpers/vdbak.js';
 
@@ -30,6 +30,11 @@ describe('vdbak restore-vm', () => {
     vdbakOk(['backup', '--repo', repo, join(store, 'lin01'), join(vmFix, 'store', 'vm1')]);
     linRaw = join(work, 'lin01-source.raw');
     expect(spawnSync('qemu-img', ['convert', '-O', 'raw', join(store, 'lin01', 'lin01.vmdk'), linRaw]).status).toBe(0);
+  });
+
+  afterAll(() => {
+    rmSync(work, { recursive: true, force: true });
+    if (repo) rmSync(dirname(repo), { recursive: true, force: true });
   });
 
   it('restores, says success, exit 0; --json gives the same status', () => {

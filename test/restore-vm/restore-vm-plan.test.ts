@@ -4,7 +4,7 @@
  * --name, the configuration pseudo-disk left out, and every disk of a VM
  * written.
  */
-import { existsSync, mkdtempSync, readdirSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -40,7 +40,10 @@ describe('restore-vm names', () => {
     initRepo(join(work, 'repo'));
     repo = openRepo(join(work, 'repo'));
   });
-  afterAll(() => repo.close());
+  afterAll(() => {
+    repo.close();
+    rmSync(work, { recursive: true, force: true });
+  });
 
   it('names disks after their source disks, without the snapshot suffix; --name names them NEW, NEW_1 …', () => {
     const b = backupWithDisks(repo, 'app', [

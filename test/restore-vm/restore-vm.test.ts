@@ -11,9 +11,9 @@
  * `fls -r -p` per partition, `e2fsck -fn`, `ntfsfix -n`.
  */
 import { spawnSync } from 'node:child_process';
-import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { resolveBackup } from '../../agent/browse/refs.js';
 import type { JobProgress } from '../../agent/daemon/types.js';
@@ -110,7 +110,12 @@ describe('restore-vm', () => {
       sourceRaw.set(vm.name, raw);
     }
   });
-  afterAll(() => repo?.close());
+  afterAll(() => {
+    repo?.close();
+    // several disk images per VM and format: hundreds of MiB
+    rmSync(work, { recursive: true, force: true });
+    if (repoPath) rmSync(dirname(repoPath), { recursive: true, force: true });
+  });
 
   for (const vm of vms) {
     for (const format of DISK_FORMATS) {

@@ -6,10 +6,20 @@
  * and our own disk reader opens the result with the same bytes.
  */
 import { spawnSync } from 'node:child_process';
-import { closeSync, existsSync, mkdtempSync, openSync, readSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  mkdtempSync,
+  openSync,
+  readSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { openWriter } from '../../agent/restore-vm/writers/open.js';
 import { DISK_FORMATS, type DiskFormat, formatFileNames } from '../../agent/restore-vm/writers/types.js';
 import { openDisk } from '../../parsers/disk/open.js';
@@ -100,6 +110,7 @@ describe('disk writers', () => {
   for (const w of writes) writeSync(fd, w.bytes, 0, w.bytes.length, w.offset);
   closeSync(fd);
   spawnSync('truncate', ['-s', String(SIZE), oracle]);
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
   for (const format of DISK_FORMATS) {
     it(`${format}: qemu-img compare equals the plain file; check passes; only written units allocated`, async () => {
