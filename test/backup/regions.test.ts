@@ -324,3 +324,46 @@ describe('a VMware VM folder (test/fixtures/regions-vm.sh)', () => {
     expect(r.regions).toEqual(second.regions);
   });
 });
+
+describe('ext4 on MBR in qcow2 with inline files and unwritten extents (test/fixtures/regions-ext-disk.sh)', () => {
+  let fx: string;
+  let repo: string;
+  let r: BackupJson;
+  beforeAll(() => {
+    fx = fixture('regions-ext-disk.sh');
+    repo = newRepo('regions-ext');
+    r = vdbakOk([
+      'backup',
+      '--repo',
+      repo,
+      '--json',
+      '--name',
+      'extdisk',
+      join(fx, 'disk.qcow2'),
+    ]).jsonLines<BackupJson>()[0]!;
+  });
+
+  test('coverage and bytes of the regions', () => {
+    const d = checkDisk(repo, r.backupId, 0, join(fx, 'disk.qcow2'));
+    expectCoverage(d);
+    expectRegionBytes(repo, 'extdisk', 0, d);
+  });
+
+  test("the unwritten extent's blocks (random bytes under zero content) are in the regions, not the file", () => {
+    const d = checkDisk(repo, r.backupId, 0, join(fx, 'disk.qcow2'));
+    const [first, last] = readFileSync(join(fx, 'prealloc.blocks'), 'utf8').trim().split('-').map(Number) as [
+      number,
+      number,
+    ];
+    const start = partitions(d.rawDisk)[0]!.start;
+    const blocks: R = [start + first * 4096, start + (last + 1) * 4096];
+    expect(minus([blocks], d.allocated)).toEqual([]); // random bytes: the image allocates them
+    expect(minus([blocks], d.regions)).toEqual([]);
+    expect(intersect([blocks], d.files)).toEqual([]);
+    const v = vdbakOk(['ls', '--repo', repo, '--json', 'extdisk', '/d0p1/prealloc']).json<{ size: number }[]>();
+    expect(v[0]!.size).toBe(64 * 4096);
+    // its content reads as zeros after the first block
+    const content = vdbakOk(['cat', '--repo', repo, 'extdisk', '/d0p1/prealloc']).bytes;
+    expect(content.subarray(4096).equals(Buffer.alloc(63 * 4096))).toBe(true);
+  });
+});
