@@ -205,6 +205,8 @@ function patchOptions(plan: RestoreVmPlan, opts: RestoreVmOptions) {
     datastoreMap: opts.datastoreMap ?? [],
     keepIdentity: opts.keepIdentity ?? false,
     diskFiles: plan.diskFiles,
+    // a dry run plans from a scratch folder: paths in the plan must still name FOLDER
+    targetFolder: plan.folder,
     lockKey: `backup:${plan.backupId}`,
   };
 }
