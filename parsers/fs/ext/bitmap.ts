@@ -39,14 +39,15 @@ interface Locations {
 }
 
 /**
- * Used byte ranges of the filesystem (volume coordinates), sorted and
- * merged, group by group. `groups` is the table the filesystem read at open
+ * Used byte ranges of the filesystem (volume coordinates, inside the
+ * filesystem and the device), sorted and merged, group by group. `groups` is the table the filesystem read at open
  * (its flags and checksum verdicts).
  */
 export function* extAllocated(dev: BlockDevice, sb: Superblock, groups: GroupTable, err: Errors): Generator<ByteRange> {
   const bs = sb.blockSize;
   const ratio = sb.clusterSize / bs;
-  const fsEnd = sb.blocksCount * bs;
+  // a filesystem longer than its volume (truncated image): what lies past the device does not exist
+  const fsEnd = Math.min(sb.blocksCount * bs, dev.size);
   const loc = readLocations(dev, sb, err);
   const bad = new Set(groups.badChecksum);
   const tableBlocks = Math.ceil((sb.inodesPerGroup * sb.inodeSize) / bs);
@@ -81,11 +82,7 @@ export function* extAllocated(dev: BlockDevice, sb: Superblock, groups: GroupTab
   let g = 0;
   while (g < sb.groupCount) {
     const start = groupStart(g);
-    if (start * bs >= dev.size) {
-      // a filesystem longer than its volume: what lies past the end cannot be read, let alone be free
-      push(start * bs, fsEnd);
-      break;
-    }
+    if (start * bs >= dev.size) break;
     if (!usable(g)) {
       push(start * bs, (start + sb.blocksPerGroup) * bs);
       g++;
