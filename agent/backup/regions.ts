@@ -236,9 +236,9 @@ export class FileRuns {
     this.count = k;
   }
 
-  /** The union, sorted and merged. */
+  /** The union, sorted and merged. Sorts the lists in place (no copy): only their multisets matter. */
   *ranges(): Generator<ByteRange> {
-    for (const [a, b] of unionOfIntervals(this.starts.slice(0, this.count), this.ends.slice(0, this.count))) {
+    for (const [a, b] of unionOfIntervals(this.starts.subarray(0, this.count), this.ends.subarray(0, this.count))) {
       yield { offset: a, length: b - a };
     }
   }
