@@ -9,6 +9,16 @@
  * not read: the version stays open and costs no row. Volumes without a
  * filesystem we read are kept as their allocated bytes ("raw"), reported.
  *
+ * Whole-VM restore (issue 7) needs the rest of each disk too: after a disk's
+ * files are read, its regions (regions.ts: allocated bytes that no stored
+ * file content covers, free space left out) become the version
+ * REGIONS_PATH of the pseudo-volume `d<disk>` (part REGIONS_PART, mode raw,
+ * runs in disk coordinates), read by the pool from the whole disk. Files
+ * whose content is not their on-disk bytes (compressed, encrypted) are
+ * flagged meta.contentNotOnDisk and stay in the regions. The VM's
+ * configuration files (config-files.ts) become the volume `config` of the
+ * pseudo-disk CONFIG_SLOT.
+ *
  * Crash rules (DESIGN.md): a pack is recorded only after the target stored
  * it; versions written meanwhile are invisible until `completeBackup`; packs
  * stored by a run that died before recording them are adopted at the next
