@@ -148,6 +148,8 @@ export class TarSink implements RestoreSink {
   private async waitEvent(emitter: EventEmitter, event: string): Promise<void> {
     const ac = new AbortController();
     const out = this.output as unknown as EventEmitter;
+    // a 'close' that came while we were not listening is not emitted again: waiting would never end
+    if ((this.output as { destroyed?: boolean }).destroyed) throw new Error('output closed');
     try {
       await Promise.race([
         once(emitter, event, { signal: ac.signal }),

@@ -263,4 +263,26 @@ describe('TarSink', () => {
     })().catch((err: unknown) => err);
     expect(isVdbakError(e) && e.code).toBe('RESTORE_TAR_OUTPUT');
   });
+  it('an output closed while content was awaited (a client that left) ends the restore instead of hanging', async () => {
+    const out = new Writable({
+      highWaterMark: 1024,
+      write(_c, _e, cb) {
+        cb();
+      },
+    });
+    const sink = new TarSink(out);
+    const big = Buffer.alloc(128 * 1024);
+    const slow = async function* () {
+      for (let i = 0; i < 8; i++) {
+        if (i === 2) out.destroy();
+        await new Promise((r) => setTimeout(r, 20));
+        yield big;
+      }
+    };
+    const e = await sink
+      .add(item('f', 'file', { size: big.length * 8 }), slow)
+      .then(() => sink.finish())
+      .catch((err: unknown) => err);
+    expect(e).toBeInstanceOf(Error);
+  }, 10_000);
 });
