@@ -32,7 +32,8 @@ export type Layer =
   | 'pack'
   | 'target'
   | 'job'
-  | 'config';
+  | 'config'
+  | 'api';
 
 /** Where an error happened: enough to find the bytes again. */
 export interface ErrorContext {

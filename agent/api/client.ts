@@ -70,7 +70,7 @@ export class ApiClient {
 
   private async call<T>(method: 'GET' | 'POST', path: string, body?: unknown): Promise<T> {
     const url = new URL(path, this.base);
-    const err = errorsFor({ image: `${method} ${url.pathname}`, layer: 'job' });
+    const err = errorsFor({ image: `${method} ${url.pathname}`, layer: 'api' });
     let res: Response;
     try {
       res = await fetch(url, {
