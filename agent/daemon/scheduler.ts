@@ -13,6 +13,8 @@
  *   after its last fire) runs once, if now is inside its window. A schedule that
  *   never fired has nothing to make up: it first runs at its first time.
  * - reload() swaps the schedules; jobs already queued or running are not touched.
+ * - node-cron drops a slot its timer reaches too late (a blocked main thread,
+ *   a suspended machine); such a slot still fires, late and once.
  */
 import { createTask, type ScheduledTask } from 'node-cron';
 import type { Logger } from 'pino';
@@ -54,9 +56,12 @@ export interface SchedulerDeps {
   timezone?: string;
   /** false: no node-cron timers (tests call fire() and catchUp() themselves). */
   timers?: boolean;
+  /** How late node-cron's timer may be and still run a slot itself (default MISSED_TOLERANCE_MS). */
+  missedToleranceMs?: number;
 }
 
-export type FireReason = 'cron' | 'catch-up';
+/** 'late': node-cron's timer came too late for the slot (a busy thread): it fires anyway, once. */
+export type FireReason = 'cron' | 'catch-up' | 'late';
 
 export interface FireOutcome {
   schedule: string;
@@ -69,6 +74,8 @@ export interface FireOutcome {
 }
 
 const OPEN_STATES = ['queued', 'running'] as const;
+/** How late node-cron's timer may be and still run a slot itself (beyond it, `late` fires it). */
+export const MISSED_TOLERANCE_MS = 60_000;
 
 interface Entry {
   config: ScheduleConfig;
@@ -111,6 +118,10 @@ export class Scheduler {
   private entries = new Map<string, Entry>();
   /** Schedules whose fire is being worked out now (discovery is async): a second fire of one skips. */
   private readonly firing = new Set<string>();
+  /** Slots node-cron dropped, by schedule, waiting for their one late fire. */
+  private readonly lateSlots = new Map<string, number>();
+  /** The latest slot each schedule fired for (a dropped slot older than it needs no late fire). */
+  private readonly lastSlot = new Map<string, number>();
   private readonly now: () => number;
   private stopped = false;
 
@@ -168,6 +179,7 @@ export class Scheduler {
   async fire(name: string, atMs: number, reason: FireReason = 'cron'): Promise<FireOutcome> {
     const e = this.entries.get(name);
     const outcome: FireOutcome = { schedule: name, atMs, reason, submitted: [] };
+    this.lastSlot.set(name, Math.max(this.lastSlot.get(name) ?? atMs, atMs));
     if (!e || this.stopped) return { ...outcome, skipped: 'the schedule is gone' };
     const s = e.config;
     const log = { schedule: name, kind: s.kind, reason };
@@ -263,9 +275,31 @@ export class Scheduler {
       (ctx) => {
         void this.fire(name, ctx.date.getTime(), 'cron');
       },
-      { timezone: this.deps.timezone, name: `vdbak:${name}`, suppressMissedWarning: true },
+      {
+        timezone: this.deps.timezone,
+        name: `vdbak:${name}`,
+        suppressMissedWarning: true,
+        missedExecutionTolerance: this.deps.missedToleranceMs ?? MISSED_TOLERANCE_MS,
+      },
     );
+    // node-cron drops a slot its timer reached too late (the main thread was busy, the machine slept):
+    // a nightly backup must not vanish for that, so the latest dropped slot fires late, once
+    e.task.on('execution:missed', (ctx) => this.late(name, ctx.date.getTime()));
     void e.task.start();
+  }
+
+  /** Coalesces the slots node-cron dropped while the thread was blocked into one fire of the latest. */
+  private late(name: string, slotMs: number): void {
+    const pending = this.lateSlots.get(name);
+    this.lateSlots.set(name, Math.max(pending ?? slotMs, slotMs));
+    if (pending !== undefined) return;
+    setImmediate(() => {
+      const slot = this.lateSlots.get(name);
+      this.lateSlots.delete(name);
+      if (slot === undefined || this.stopped || (this.lastSlot.get(name) ?? -Infinity) >= slot) return;
+      this.deps.log.warn({ schedule: name, slotMs: slot, lateMs: this.now() - slot }, 'schedule fired late');
+      void this.fire(name, slot, 'late');
+    });
   }
 
   private disarm(): void {

@@ -394,6 +394,35 @@ describe('Scheduler', () => {
   });
 });
 
+describe('Scheduler with node-cron timers', () => {
+  it('a slot node-cron drops because the thread was blocked still fires, late and once', async () => {
+    const jobs = new FakeQueue();
+    const lines: string[] = [];
+    // one slot, two seconds from now (UTC), and none for the next minute
+    const slot = new Date(Math.ceil(Date.now() / 1000) * 1000 + 2000);
+    const cron = `${slot.getUTCSeconds()} ${slot.getUTCMinutes()} ${slot.getUTCHours()} * * *`;
+    const sched = new Scheduler([{ name: 'once', kind: 'prune', cron }], {
+      jobs,
+      runs: new MemoryRuns(),
+      discover: () => [],
+      log: pino({ level: 'info' }, { write: (l: string) => void lines.push(l) }),
+      timezone: UTC,
+      missedToleranceMs: 500,
+    });
+    await sched.start();
+    try {
+      // the main thread is busy (a long synchronous catalog write, say) across the slot
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, slot.getTime() + 2500 - Date.now());
+      await vi.waitFor(() => expect(jobs.rows).toHaveLength(1), { timeout: 5000, interval: 50 });
+      expect(lines.join('')).toMatch(/schedule fired late/);
+      await new Promise((r) => setTimeout(r, 300));
+      expect(jobs.rows).toHaveLength(1);
+    } finally {
+      sched.stop();
+    }
+  });
+});
+
 describe('schedule_runs in the catalog', () => {
   it('remembers the last fire and keeps the last job across skipped fires', () => {
     const dir = mkdtempSync(join(tmpdir(), 'vdbak-sched-'));
