@@ -78,7 +78,7 @@ async function* zeros(n: number): AsyncGenerator<Uint8Array> {
 
 /**
  * The content of a version's main stream or of one named stream. A raw
- * volume's chunks hold only its allocated runs: the gaps come back as zeros.
+ * volume's (or a disk's regions') chunks hold only their allocated runs: the gaps come back as zeros.
  */
 export async function* versionContent(store: ChunkStore, v: VersionRow, stream?: string): AsyncGenerator<Uint8Array> {
   if (v.meta?.readError) {
@@ -99,7 +99,7 @@ export async function* versionContent(store: ChunkStore, v: VersionRow, stream?:
     hashes = v.chunks ?? [];
     size = v.type === 'file' ? v.size : 0;
   }
-  if (v.meta?.rawVolume && stream === undefined) {
+  if ((v.meta?.rawVolume || v.meta?.diskRegions) && stream === undefined) {
     const it = store.stream(hashes)[Symbol.asyncIterator]();
     let buf: Buffer = Buffer.alloc(0);
     let pos = 0;
