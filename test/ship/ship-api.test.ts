@@ -17,6 +17,7 @@ import { dataName, manifestName, parseManifest, stampMs } from '../../agent/ship
 import { recoverFromTarget } from '../../agent/ship/recover.js';
 import { pruneCopies, shipCatalog } from '../../agent/ship/ship.js';
 import { LocalTarget } from '../../transport/targets/local.js';
+import { SCHEMA_VERSION } from '../../catalog/schema.js';
 import { runBytes } from '../helpers/fixtures.js';
 
 const MiB = 1024 * 1024;
@@ -116,7 +117,7 @@ describe('shipCatalog', () => {
     ]);
     expect(r.manifest.newestBackupId).toBe(b);
     expect(r.manifest.vms).toEqual([{ name: 'vm1', identity: 'uuid-1', backups: 1 }]);
-    expect(r.manifest.schemaVersion).toBe(1);
+    expect(r.manifest.schemaVersion).toBe(SCHEMA_VERSION);
     const m = parseManifest(await repo.target.get(r.manifestObject), r.manifestObject);
     expect(m.rawSha256).toBe(r.manifest.rawSha256);
     const config = JSON.parse((await repo.target.get(CONFIG_OBJECT)).toString()) as Record<string, unknown>;
