@@ -270,7 +270,7 @@ class Writer {
     if (this.cat.db.inTransaction) this.cat.db.exec('COMMIT');
   }
   rollback(): void {
-    if (this.cat.db.inTransaction) this.cat.db.exec('ROLLBACK');
+    this.cat.rollback();
   }
 }
 
@@ -292,7 +292,8 @@ class BackupRun {
   private readonly cat: Catalog;
   private readonly writer: Writer;
   private readonly pack: PackWriter;
-  private readonly pieces = new Map<number, { file: PendingFile; part: number; seg: number }>();
+  /** Pieces handed to the workers, by key: which file, part and segment, and how many bytes it must come back with. */
+  private readonly pieces = new Map<number, { file: PendingFile; part: number; seg: number; bytes: number }>();
   private nextKey = 1;
   private batch: { base: Omit<ReadTask, 'items'>; items: TaskItem[]; bytes: number } | undefined;
   private readonly inFlight = new Set<Promise<void>>();
@@ -405,9 +406,9 @@ class BackupRun {
       for (const [pi, p] of parts.entries()) {
         for (let s = 0; s * SEGMENT_BYTES < p.size; s++) {
           const key = this.nextKey++;
-          this.pieces.set(key, { file, part: pi, seg: s });
           const start = s * SEGMENT_BYTES;
           const end = Math.min(p.size, start + SEGMENT_BYTES);
+          this.pieces.set(key, { file, part: pi, seg: s, bytes: end - start });
           await this.addItem(base, { kind: 'file', key, entry: e, stream: p.stream, start, end }, end - start);
         }
       }
@@ -488,12 +489,9 @@ class BackupRun {
     for (const [s, ranges] of segs.entries()) {
       this.check();
       const key = this.nextKey++;
-      this.pieces.set(key, { file, part: 0, seg: s });
-      await this.addItem(
-        base,
-        { kind: 'raw', key, ranges },
-        ranges.reduce((a, r) => a + r.length, 0),
-      );
+      const bytes = ranges.reduce((a, r) => a + r.length, 0);
+      this.pieces.set(key, { file, part: 0, seg: s, bytes });
+      await this.addItem(base, { kind: 'raw', key, ranges }, bytes);
     }
   }
 
@@ -782,8 +780,16 @@ class BackupRun {
     if (!piece) return;
     this.pieces.delete(item.key);
     const { file } = piece;
+    const got = item.error ? 0 : item.chunks.reduce((a, c) => a + c.length, 0);
     if (item.error) {
       file.error ??= item.error;
+    } else if (got !== piece.bytes) {
+      // never store a file whose chunks do not add up to its size (a reader that lost bytes, an image that changed)
+      file.error ??= errorsFor({ image: file.path, layer: 'fs' })
+        .corrupt('BACKUP_LENGTH_MISMATCH', `read ${got} bytes where ${piece.bytes} were expected`, {
+          offset: piece.seg * SEGMENT_BYTES,
+        })
+        .toJSON();
     } else {
       const part = file.parts[piece.part];
       if (part) part.segments[piece.seg] = item.chunks.map((c) => c.hash);
