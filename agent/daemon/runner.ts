@@ -125,19 +125,6 @@ function isCancel(e: unknown): boolean {
   return isVdbakError(e) && e.kind === 'CancelledError';
 }
 
-/**
- * Catalog keeps directory ids in memory; a backup that failed rolled back its
- * last batch, so ids it cached may name rows that are gone, and SQLite hands
- * the same ids to the next new folders: the next backup in this process
- * would file versions under the wrong folder. The CLI never sees it (one
- * backup per process). Until Catalog drops the cache itself on a rollback
- * (requested), the runner drops it after every backup that did not complete.
- */
-function dropDirCache(repo: Repo): void {
-  const cache = (repo.catalog as unknown as { dirCache?: unknown }).dirCache;
-  if (cache instanceof Map) cache.clear();
-}
-
 function inside(path: string, root: string): boolean {
   const r = resolve(root);
   const p = resolve(path);
@@ -386,7 +373,6 @@ export class Runner {
         r.log.error({ err: error }, 'job failed');
       }
     } finally {
-      if (job.kind === 'backup' && outcome !== 'done') dropDirCache(this.opts.repo);
       r.releaseRestoreHold?.();
       r.releaseLock?.();
       if (r.bucket) {
