@@ -102,6 +102,19 @@ export function decodeChunk(stored: Uint8Array, rawLength: number, where: ChunkS
  * Reads the content size a zstd frame header declares (RFC 8878 §3.1.1.1).
  * Frames that do not declare it are refused: we always write it.
  */
+/**
+ * Whether `frame` is one zstd frame header that declares `length` bytes of
+ * content, as decodeChunk requires: a frame written by any zstd build is
+ * checked with this before it is stored.
+ */
+export function declaresContentSize(frame: Uint8Array, length: number): boolean {
+  try {
+    return zstdContentSize(frame, transportErrors('frame', 'codec'), 0) === length;
+  } catch {
+    return false;
+  }
+}
+
 function zstdContentSize(frame: Uint8Array, err: ReturnType<typeof transportErrors>, offset: number): number {
   if (frame.length < 6) throw err.truncated('CODEC_ZSTD_HEADER', 'zstd frame header is cut short', { offset });
   if (u32le(frame, 0) !== ZSTD_MAGIC) throw err.corrupt('CODEC_ZSTD_MAGIC', 'not a zstd frame', { offset });

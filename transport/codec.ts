@@ -7,12 +7,25 @@
  * WebAssembly and shipped inside the npm package), through zstd-wasm.ts.
  */
 import { CODEC_RAW, CODEC_ZSTD, DEFAULT_ZSTD_LEVEL, type EncodedChunk, MAX_CHUNK_LENGTH } from './chunk-format.js';
-import { wasmCompressor, zstdWasm } from './zstd-wasm.js';
+import { nativeCompressor } from './zstd-native.js';
+import { type HeapCompressor, wasmCompressor, zstdWasm } from './zstd-wasm.js';
 
 export * from './chunk-format.js';
 
 // agent/ship/frames.ts calls the package's `compress` directly and relies on importing this module to start it
 zstdWasm();
+
+let chosen: HeapCompressor | undefined;
+/** Node's own zstd when it has one (zstd-native.ts), else the WebAssembly build. */
+function compressor(): HeapCompressor {
+  chosen ??= nativeCompressor(wasmCompressor) ?? wasmCompressor();
+  return chosen;
+}
+
+/** Which zstd build writes frames in this process. */
+export function zstdBuild(): 'native' | 'wasm' {
+  return compressor() === wasmCompressor() ? 'wasm' : 'native';
+}
 
 export interface EncodeOptions {
   /** zstd level (1–19; negative levels trade ratio for speed). */
@@ -36,7 +49,7 @@ function worthCompressing(raw: Uint8Array, level: number): boolean {
   const mid = (raw.length >>> 1) - (PROBE_SAMPLE >>> 1);
   for (const at of [0, mid]) {
     if (
-      wasmCompressor().compressedLength(raw.subarray(at, at + PROBE_SAMPLE), level) <=
+      compressor().compressedLength(raw.subarray(at, at + PROBE_SAMPLE), level) <=
       PROBE_SAMPLE - (PROBE_SAMPLE >>> 5)
     ) {
       return true;
@@ -57,7 +70,7 @@ export function encodeChunk(chunk: { hash: string; bytes: Uint8Array }, opts: En
   const rawLength = raw.length;
   const level = opts.level ?? DEFAULT_ZSTD_LEVEL;
   if (rawLength > 0 && worthCompressing(raw, level)) {
-    const stored = wasmCompressor().compressPrefixed(raw, level, CODEC_ZSTD, rawLength - (rawLength >>> 5));
+    const stored = compressor().compressPrefixed(raw, level, CODEC_ZSTD, rawLength - (rawLength >>> 5));
     if (stored) return { hash: chunk.hash, rawLength, codec: CODEC_ZSTD, stored };
   }
   const stored = Buffer.allocUnsafeSlow(1 + rawLength);
