@@ -116,6 +116,13 @@ export interface PackWriterOptions {
   targetSize?: number;
   /** …or holds this many chunks. */
   maxEntries?: number;
+  /**
+   * Build every pack in one buffer the writer keeps: a finished pack's `bytes`
+   * are then valid only until the next `finish()`. For a caller that stores
+   * each pack before it finishes the next (the backup job): no fresh 16 MiB
+   * allocation, page faults and garbage per pack.
+   */
+  reuseBuffer?: boolean;
 }
 
 /**
@@ -130,8 +137,12 @@ export class PackWriter {
   private entries: PackEntry[] = [];
   private hashes = new Set<string>();
   private dataLength = 0;
+  private readonly reuse: boolean;
+  /** The buffer packs are built in when `reuseBuffer` is set; grown to the largest pack so far. */
+  private area: Buffer | undefined;
 
   constructor(opts: PackWriterOptions = {}) {
+    this.reuse = opts.reuseBuffer ?? false;
     this.targetSize = opts.targetSize ?? DEFAULT_PACK_TARGET_SIZE;
     this.maxEntries = opts.maxEntries ?? DEFAULT_PACK_MAX_ENTRIES;
     if (!(this.targetSize > 0 && this.targetSize <= MAX_PACK_SIZE / 2)) {
@@ -175,6 +186,19 @@ export class PackWriter {
     return this.full;
   }
 
+  private assemble(pieces: Buffer[]): Buffer {
+    if (!this.reuse) return Buffer.concat(pieces);
+    const total = pieces.reduce((a, b) => a + b.length, 0);
+    if (!this.area || this.area.length < total)
+      this.area = Buffer.allocUnsafeSlow(Math.max(total, this.targetSize * 2));
+    let at = 0;
+    for (const p of pieces) {
+      this.area.set(p, at);
+      at += p.length;
+    }
+    return this.area.subarray(0, total);
+  }
+
   finish(): FinishedPack {
     if (this.entries.length === 0) throw new RangeError('cannot finish an empty pack');
     const index = Buffer.alloc(this.entries.length * PACK_ENTRY_SIZE);
@@ -193,7 +217,7 @@ export class PackWriter {
     trailer.writeBigUInt64LE(BigInt(this.dataLength), TRAILER.dataLength[0]);
     trailer.writeBigUInt64LE(BigInt(index.length), TRAILER.indexLength[0]);
     createHash('sha256').update(index).digest().copy(trailer, TRAILER.indexSha256[0]);
-    const bytes = Buffer.concat([...this.parts, index, trailer]);
+    const bytes = this.assemble([...this.parts, index, trailer]);
     const pack: FinishedPack = {
       id: createHash('sha256').update(trailer).digest('hex'),
       bytes,

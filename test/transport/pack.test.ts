@@ -178,6 +178,20 @@ describe('pack writer and reader', () => {
     await expectTypedError(rz.readChunk(zEntry), 'PACK_CODEC_MISMATCH');
   });
 
+  it('with reuseBuffer builds the same packs in one kept buffer (each valid until the next finish)', () => {
+    const want = writePacks(chunks, 256 << 10);
+    expect(want.length).toBeGreaterThan(2);
+    const w = new PackWriter({ targetSize: 256 << 10, reuseBuffer: true });
+    const got: { id: string; bytes: Buffer; buffer: ArrayBufferLike }[] = [];
+    const keep = (p: FinishedPack) => got.push({ id: p.id, bytes: Buffer.from(p.bytes), buffer: p.bytes.buffer });
+    for (const ch of chunks) if (w.add(ch)) keep(w.finish());
+    if (w.count > 0) keep(w.finish());
+    expect(got.map((p) => p.id)).toEqual(want.map((p) => p.id));
+    got.forEach((p, i) => expect(p.bytes.equals(want[i]!.bytes)).toBe(true));
+    // one buffer for all of them (the first is at least twice the target, so no pack here outgrows it)
+    expect(new Set(got.map((p) => p.buffer)).size).toBe(1);
+  });
+
   it('enforces the writer rules and finishes into plain data', () => {
     const w = new PackWriter({ targetSize: 1 << 20, maxEntries: 3 });
     expect(() => w.finish()).toThrow(RangeError);
