@@ -428,6 +428,23 @@ export class Catalog {
   // ---- versions (writer) ----------------------------------------------------------------------
 
   /**
+   * Runs `fn` in a transaction of its own, outside the batch a running backup
+   * keeps open on this connection (job.ts Writer): the batch so far is
+   * committed (its rows stay invisible until the backup completes), `fn`
+   * commits on its own, and a new batch is opened. So a backup that fails and
+   * rolls back never takes a job submit, a schedule run or discovery's rows with it.
+   */
+  writeOutsideBatch<T>(fn: () => T): T {
+    const hadBatch = this.db.inTransaction;
+    if (hadBatch) this.db.exec('COMMIT');
+    try {
+      return this.db.transaction(fn)();
+    } finally {
+      if (hadBatch) this.db.exec('BEGIN');
+    }
+  }
+
+  /**
    * Rolls back the open write transaction, if any. Directory ids created in it
    * are forgotten too: SQLite hands the same ids to the next new folders, and a
    * cached stale id would file versions under the wrong folder.

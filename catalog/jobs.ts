@@ -224,23 +224,6 @@ export function validateJobParams(kind: unknown, params: unknown): { kind: JobKi
   return { kind: k, params: p as JobParams };
 }
 
-/**
- * Runs `fn` in its own committed transaction on `cat`'s connection, outside
- * any batch a running backup has open there (committing that batch first and
- * reopening it after). For the daemon's own small writes that must not be
- * rolled back with a failing backup (jobs, schedule runs, discovery).
- */
-export function writeOutsideBatch<T>(cat: Catalog, fn: () => T): T {
-  const db = cat.db;
-  const hadBatch = db.inTransaction;
-  if (hadBatch) db.exec('COMMIT');
-  try {
-    return db.transaction(fn)();
-  } finally {
-    if (hadBatch) db.exec('BEGIN');
-  }
-}
-
 /** What a JobStore tells its listeners (the runner: start a submitted job now, abort a cancelled one now). */
 export type JobStoreEvent = { type: 'submit' | 'cancel'; job: JobRow };
 
@@ -257,7 +240,7 @@ export class JobStore implements JobQueue {
   }
 
   private write<T>(fn: () => T): T {
-    return writeOutsideBatch(this.cat, fn);
+    return this.cat.writeOutsideBatch(fn);
   }
 
   /** Calls `fn` after each submit and cancel made through this store; returns the unsubscribe. */

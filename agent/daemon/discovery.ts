@@ -275,7 +275,8 @@ export function discover(
   const notes = new Notes();
   const { found, scanned } = scan(cat, datastores, notes);
   const result: DiscoveryResult = { vms: [], appeared: [], moved: [], vanished: [], warnings: [] };
-  cat.tx(() => {
+  // outside a running backup's open batch: its rollback must not take discovery's rows
+  cat.writeOutsideBatch(() => {
     const seen = new Set<number>();
     for (const { source, root } of found) {
       const to: VmPlace = { datastore: root.ds.name, configPath: source.configPath ?? null };

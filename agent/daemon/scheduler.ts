@@ -329,15 +329,8 @@ export function catalogScheduleRuns(cat: Catalog): ScheduleRunStore {
       return run;
     },
     record(name, fireMs, jobId) {
-      // outside any batch a running backup holds open on this connection (see catalog/jobs.ts): a rollback must not take it
-      const db = cat.db;
-      const hadBatch = db.inTransaction;
-      if (hadBatch) db.exec('COMMIT');
-      try {
-        putStmt.run(name, fireMs, jobId ?? null);
-      } finally {
-        if (hadBatch) db.exec('BEGIN');
-      }
+      // outside any batch a running backup holds open on this connection: its rollback must not take this row
+      cat.writeOutsideBatch(() => putStmt.run(name, fireMs, jobId ?? null));
     },
   };
 }

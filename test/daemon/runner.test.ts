@@ -9,7 +9,7 @@
  * seen quickly. Nothing here asserts a duration.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, symlinkSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, symlinkSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
@@ -38,11 +38,27 @@ let repo: Repo;
 let jobs: JobStore;
 let sources: VmSource[];
 let restoreRoot: string;
+/** A second datastore: the fresh copies of win01 live there. */
+let copies: string;
 let outside: string;
 let linBackup: number;
 let linVolume: string;
 const lines: Record<string, unknown>[] = [];
 let log: Logger;
+
+/**
+ * A copy of win01 in a folder of its own: a VM never backed up, so its backup
+ * reads every file (an unchanged VM's backup reads nothing, and would finish
+ * before a test could hold or cancel its reads).
+ */
+function freshWin01(): VmSource {
+  const parent = mkdtempSync(join(copies, 'vm-'));
+  cpSync(join(store, 'win01'), join(parent, 'win01'), { recursive: true });
+  const [s] = sourcesInFolder(parent);
+  if (!s) throw new Error(`no VM found in ${parent}`);
+  sources.push(s);
+  return s;
+}
 
 function vm(name: string): VmSource {
   const s = sources.find((v) => v.name === name);
@@ -54,7 +70,10 @@ function config(over: Partial<DaemonConfig> = {}): DaemonConfig {
   const c: DaemonConfig = {
     source: 'test',
     repo: root,
-    datastores: [{ name: 'store', path: store }],
+    datastores: [
+      { name: 'store', path: store },
+      { name: 'copies', path: copies },
+    ],
     schedules: [],
     retention: { keepLast: 3 },
     throttle: { enabled: false },
@@ -124,7 +143,8 @@ async function until(id: number, states: JobState[]): Promise<JobRow> {
   return vi.waitFor(
     () => {
       const j = jobs.get(id);
-      if (!j || !states.includes(j.state)) throw new Error(`job ${id} is ${j?.state}`);
+      if (!j || !states.includes(j.state))
+        throw new Error(`job ${id} is ${j?.state}${j?.error ? `: ${j.error.code}: ${j.error.message}` : ''}`);
       return j;
     },
     { timeout: JOB_TIMEOUT_MS, interval: 50 },
@@ -137,6 +157,8 @@ beforeAll(() => {
   root = newRepo('runner');
   const base = mkdtempSync(join(tmpdir(), 'vdbak-runner-'));
   restoreRoot = join(base, 'restores');
+  copies = join(base, 'copies');
+  mkdirSync(copies);
   outside = join(base, 'outside');
   mkdirSync(restoreRoot);
   mkdirSync(outside);
@@ -234,7 +256,8 @@ describe('Runner', () => {
     // a download streamed by the API holds the backup's reads: it is certainly running when cancelled
     let openGate = () => {};
     const gate = h.runner.foreground(() => new Promise<void>((res) => (openGate = res)));
-    const job = jobs.submit('backup', { vm: vm('win01').identity }, 'api');
+    const fresh = freshWin01();
+    const job = jobs.submit('backup', { vm: fresh.identity }, 'api');
     h.runner.wake();
     await until(job.id, ['running']);
     await waitersOn(h.runner, job.id);
@@ -247,7 +270,7 @@ describe('Runner', () => {
     expect(failed[failed.length - 1]!.error).toMatch(/cancel/i);
     openGate();
     await gate;
-    const again = jobs.submit('backup', { vm: vm('win01').identity }, 'api');
+    const again = jobs.submit('backup', { vm: fresh.identity }, 'api');
     h.runner.wake();
     const d = await until(again.id, ['done', 'failed', 'cancelled']);
     expect(d.error).toBeUndefined();
@@ -255,7 +278,11 @@ describe('Runner', () => {
     // what the completed backup holds is exact, folders and all
     const to = join(restoreRoot, 'ana-after-cancel');
     const vol = repo.catalog.backupVolumes((d.result as BackupResult).backupId).find((v) => v.fsType === 'ntfs')!.name;
-    const r = jobs.submit('restore', { backup: 'win01', path: `/${vol}/Users/ana`, to }, 'api');
+    const r = jobs.submit(
+      'restore',
+      { backup: String((d.result as BackupResult).backupId), path: `/${vol}/Users/ana`, to },
+      'api',
+    );
     const rr = await until(r.id, ['done', 'failed', 'cancelled']);
     expect(rr.error).toBeUndefined();
     const diffs = compareTrees(
@@ -277,7 +304,7 @@ describe('Runner', () => {
     first.runner.start();
     let openGate = () => {};
     const gate = first.runner.foreground(() => new Promise<void>((res) => (openGate = res)));
-    const job = jobs.submit('backup', { vm: vm('win01').identity }, 'schedule:nightly');
+    const job = jobs.submit('backup', { vm: freshWin01().identity }, 'schedule:nightly');
     first.runner.wake();
     await until(job.id, ['running']);
     await waitersOn(first.runner, job.id);
@@ -412,7 +439,7 @@ describe('Runner', () => {
     const h = harness();
     h.setThrottle(loop);
     h.runner.start();
-    const job = jobs.submit('backup', { vm: vm('win01').identity }, 'api');
+    const job = jobs.submit('backup', { vm: freshWin01().identity }, 'api');
     await until(job.id, ['running']);
     await vi.waitFor(() => expect(loop.bucket.stats().granted).toBeGreaterThan(0), { timeout: JOB_TIMEOUT_MS });
     jobs.cancel(job.id);

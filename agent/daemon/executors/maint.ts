@@ -4,7 +4,6 @@
  */
 import { checkRepo, type CheckReport } from '../../maint/check.js';
 import { pruneRepo, type PruneReport } from '../../maint/prune.js';
-import { writeOutsideBatch } from '../../../catalog/jobs.js';
 import { openRepo, processAlive } from '../../repo.js';
 import { forgetByPolicy, type ForgetVmDecision } from '../../maint/forget.js';
 import type { CheckJobParams, ForgetJobParams } from '../types.js';
@@ -13,7 +12,7 @@ import { type Executor, JobFailedWithResult, jobErrors, throwIfCancelled } from 
 export const runCheck: Executor = async (ctx): Promise<CheckReport> => {
   const p = ctx.job.params as CheckJobParams;
   // a backup whose process died left rows no reader sees: removed first (the daemon holds the lock), so they are not counted
-  const reaped = writeOutsideBatch(ctx.repo.catalog, () => ctx.repo.catalog.reapDeadBackups(processAlive));
+  const reaped = ctx.repo.catalog.writeOutsideBatch(() => ctx.repo.catalog.reapDeadBackups(processAlive));
   if (reaped.length) ctx.log.info({ backups: reaped }, 'interrupted backups cleaned up before the check');
   const repo = openRepo(ctx.repo.root, { readonly: true, target: ctx.repo.target });
   try {
