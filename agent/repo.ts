@@ -25,7 +25,7 @@ import { join, resolve } from 'node:path';
 import { Catalog } from '../catalog/catalog.js';
 import { errorsFor } from '../parsers/errors.js';
 import { DEFAULT_CHUNK_SIZES, type ChunkSizes, validateChunkSizes } from './chunk/fastcdc.js';
-import { DEFAULT_ZSTD_LEVEL } from '../transport/codec.js';
+import { DEFAULT_ZSTD_LEVEL } from '../transport/chunk-format.js';
 import { DEFAULT_PACK_TARGET_SIZE } from '../transport/pack.js';
 import { LocalTarget } from '../transport/targets/local.js';
 import type { Target } from '../transport/targets/types.js';

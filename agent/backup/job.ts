@@ -313,7 +313,7 @@ class BackupRun {
   ) {
     this.cat = repo.catalog;
     this.writer = new Writer(this.cat);
-    this.pack = new PackWriter({ targetSize: repo.settings.packTargetSize });
+    this.pack = new PackWriter({ targetSize: repo.settings.packTargetSize, reuseBuffer: true });
   }
 
   warn(msg: string): void {

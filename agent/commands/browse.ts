@@ -11,9 +11,6 @@ import { errorsFor } from '../../parsers/errors.js';
 import { resolveContent } from '../browse/content.js';
 import { BadQueryError } from '../browse/errors.js';
 import { resolveBackup, volumeTitle } from '../browse/refs.js';
-import { searchHitJson, searchVersions } from '../browse/search.js';
-import { treeRowJson, treeRows } from '../browse/tree.js';
-import { pathVersionJson, pathVersions } from '../browse/versions.js';
 import { humanBytes, isoNs, modeString } from '../format.js';
 import { openRepo, repoPath, type Repo } from '../repo.js';
 import { ChunkStore, versionContent } from '../restore/chunks.js';
@@ -44,6 +41,8 @@ export async function cmdBackupLs(args: string[]): Promise<number> {
   });
   const [ref, path = '/'] = positionals;
   if (!ref) throw new UsageError('ls needs a backup (id, VM name or VM~N)');
+  // each command loads only its own queries: a restore or cat starts sooner without the others
+  const { treeRowJson, treeRows } = await import('../browse/tree.js');
   return withRepo(values.repo, async (repo) => {
     const cat = repo.catalog;
     const b = resolveBackup(cat, ref);
@@ -95,6 +94,7 @@ export async function cmdFind(args: string[]): Promise<number> {
   const limit = values.limit === undefined ? 1000 : Number(values.limit);
   if (!Number.isSafeInteger(limit) || limit < 0)
     throw new BadQueryError('BAD_LIMIT', `--limit takes a count, not '${values.limit}'`);
+  const { searchHitJson, searchVersions } = await import('../browse/search.js');
   return withRepo(values.repo, async (repo) => {
     const hits: unknown[] = [];
     const out: string[] = [];
@@ -132,6 +132,7 @@ export async function cmdVersions(args: string[]): Promise<number> {
   });
   const [vmName, path] = positionals;
   if (!vmName || !path) throw new UsageError('versions needs a VM and a path (/<volume>/<path>)');
+  const { pathVersionJson, pathVersions } = await import('../browse/versions.js');
   return withRepo(values.repo, async (repo) => {
     const found = pathVersions(repo.catalog, vmName, path);
     if (values.json) await writeOut(`${JSON.stringify(found.map(pathVersionJson))}\n`);
