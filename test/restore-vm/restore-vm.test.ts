@@ -190,6 +190,10 @@ describe('restore-vm', () => {
     expect(text).toMatch(/^displayName = "vm1-copy"$/m);
     expect(text).toMatch(/^scsi0:0\.fileName = "vm1-copy\.vmdk"$/m);
     expect(text).not.toMatch(/generatedAddress = "00:0c:29:12:34:56"/);
+    // the datastore map moved the VM's datastore paths; its identity is new
+    expect(text).toMatch(/^workingDir = "\/vmfs\/volumes\/ds2\/vm1"$/m);
+    expect(text).toMatch(/^uuid\.bios = "56 4d /m);
+    expect(text).not.toMatch(/^uuid\.bios = "56 4d 12 34 56 78 9a bc-de f0 12 34 56 78 9a bc"$/m);
     // the patched descriptor still opens
     expect(sh('qemu-img', ['check', join(to, 'vm1-copy.vmdk')]).code).toBe(0);
   });
