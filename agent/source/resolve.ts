@@ -29,6 +29,7 @@ import {
   readImageRefs,
   realOr,
 } from './images.js';
+import { sourceFromDomainXml } from './libvirt.js';
 import { parseVmsd, type VmsdInfo } from './vmsd.js';
 import { parseVmx, type VmxDisk } from './vmx.js';
 
@@ -309,15 +310,17 @@ function sourcesOf(arg: string): VmSource[] {
   if (st.isDirectory()) return sourcesInFolder(abs);
   if (!st.isFile()) throw argErr(abs).unsupported('SOURCE_NOT_REGULAR', 'neither a folder nor a regular file');
   if (isConfigName(abs)) return [sourceFromVmx(abs)];
+  if (extname(abs).toLowerCase() === '.xml') return [sourceFromDomainXml(abs)];
   if (isImageName(abs)) return [sourceFromImage(abs)];
   throw argErr(abs).unsupported(
     'SOURCE_KIND',
-    'not a VM folder, a .vmx / .vmtx or a disk image (.vmdk, .qcow2, .img, .raw)',
+    'not a VM folder, a .vmx / .vmtx, a libvirt domain .xml or a disk image (.vmdk, .qcow2, .img, .raw)',
   );
 }
 
 function mergeKey(v: VmSource): string {
-  return v.kind === 'vmware' ? `vmx:${realOr(v.configPath ?? '')}` : `img:${realOr(v.disks[0]?.path ?? '')}`;
+  if (v.kind === 'image') return `img:${realOr(v.disks[0]?.path ?? '')}`;
+  return `${v.kind}:${realOr(v.configPath ?? '')}`;
 }
 
 /** Drops repeats and loose images that are already some VM's disk. */
@@ -327,7 +330,7 @@ function merge(all: VmSource[]): VmSource[] {
   const vms = [...byKey.values()];
   const diskOwner = new Map<string, { vm: VmSource; slot: string }>();
   for (const v of vms) {
-    if (v.kind === 'vmware') for (const d of v.disks) diskOwner.set(realOr(d.path), { vm: v, slot: d.slot });
+    if (v.kind !== 'image') for (const d of v.disks) diskOwner.set(realOr(d.path), { vm: v, slot: d.slot });
   }
   return vms.filter((v) => {
     if (v.kind !== 'image') return true;
