@@ -13,7 +13,7 @@ const USAGE = `vdbak ${VERSION} — agentless VM backup
 Repository (--repo DIR on every command, else $VDBAK_REPO, else /var/lib/vdbak):
   vdbak init [--target PATH] [--chunk-min N --chunk-avg N --chunk-max N] [--pack-size N]
       create a repository: a SQLite catalog and a backup target (default DIR/target)
-  vdbak backup <vm folder | .vmx | disk image>... [--json] [--name NAME] [--threads N]
+  vdbak backup <vm folder | .vmx | libvirt .xml | disk image>... [--json] [--name NAME] [--threads N]
       back up every disk, volume and file of each VM (incremental: unchanged files are not read)
   vdbak backups [vm] [--json] [--all]
       list backups (--all: also running and failed ones)
