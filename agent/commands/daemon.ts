@@ -122,10 +122,30 @@ function duration(ms: number): string {
   return `${m}m${String(s % 60).padStart(2, '0')}s`;
 }
 
+/** VM names by identity, for job lines: a backup job names its VM by identity (one CLI command per process). */
+let vmNames = new Map<string, string>();
+
+/** Reads the names from the catalog (read-only; WAL lets it run beside the daemon). Best effort: ids stay otherwise. */
+function learnVmNames(root: string): void {
+  try {
+    const repo = openRepo(root, { readonly: true });
+    try {
+      vmNames = new Map(repo.catalog.vms().map((v) => [v.identity, v.name]));
+    } finally {
+      repo.close();
+    }
+  } catch {
+    // no catalog yet, or unreadable: the identities are shown
+  }
+}
+
 /** What a job is about, in a few words. */
 function subject(j: JobRow): string {
   const p = j.params as Record<string, unknown>;
-  if (j.kind === 'backup') return String(p.vm ?? '');
+  if (j.kind === 'backup') {
+    const id = String(p.vm ?? '');
+    return vmNames.get(id) ?? id;
+  }
   if (j.kind === 'restore') return `${String(p.backup)}:${String(p.path)} → ${String(p.to)}`;
   if (j.kind === 'check') return p.readData ? '--read-data' : '';
   if (j.kind === 'forget') return [p.vm, p.prune ? '--prune' : ''].filter(Boolean).join(' ');
@@ -214,6 +234,7 @@ function catalogJobs(root: string, filter: JobFilter): JobRow[] {
 export async function cmdStatus(args: string[]): Promise<number> {
   const { values } = parseArgs({ args, options: COMMON });
   const f = find(values);
+  learnVmNames(f.w.root);
   let silent: string | undefined;
   if (f.state && f.client) {
     try {
@@ -278,6 +299,7 @@ export async function cmdJobs(args: string[]): Promise<number> {
   });
   const filter = jobFilter(values);
   const f = find(values);
+  learnVmNames(f.w.root);
   const list = f.client ? (await f.client.jobs(filter)).items : catalogJobs(f.w.root, filter);
   await writeOut(values.json ? `${JSON.stringify(list)}\n` : jobsTable(list));
   return 0;
