@@ -114,7 +114,8 @@ say('Next steps');
 process.stdout.write(
   [
     `Every command takes any disk image: try 'vdbak inspect --json ${lin}' for scripts.`,
-    "'vdbak --help' lists the rest: restore --tar, forget with retention rules, prune.",
+    "'vdbak restore-vm lin01 --to DIR' brings back the whole VM: its disk rebuilt from the backup, sparse.",
+    "'vdbak --help' lists the rest: restore --tar, forget with retention rules, prune, recovery plans.",
     `The demo's repository stays in ${rel(repo)}; run 'npm run demo' again to start over.`,
     '',
   ].join('\n'),

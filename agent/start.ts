@@ -189,6 +189,7 @@ async function main(): Promise<number> {
     [
       `  ${curl('/openapi.json', '').replace(/-H "[^"]*" /, '')}   # every route, documented (OpenAPI 3.1)`,
       `  vdbak ls win01 /d0p2 --repo ${rel(REPO)}        # the CLI reads the catalog directly too`,
+      `  vdbak restore-vm lin01 --to /tmp/lin01-back --repo ${rel(REPO)}   # the whole VM: disk rebuilt, config patched`,
       `  kill -HUP <pid>   # reload a config file without dropping running jobs`,
       `  npm run demo      # the CLI walkthrough: incremental backups, find, versions, restore an old version`,
       '',
