@@ -7,10 +7,10 @@
  * sidecar files). The same restores go through `--tar -` into GNU tar.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { beforeAll, describe, expect, test } from 'vitest';
+import { dirname, join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { fixture, run } from '../helpers/fixtures.js';
 import {
   type BackupJson,
@@ -101,6 +101,12 @@ function expectStreams(restored: string, streams: [string, string, string][]): v
 
 const isSidecar = (p: string): boolean => /:[^/]+$/.test(p);
 const extExtra = (p: string): boolean => p === 'lost+found';
+
+// the restored trees and the repository are about 550 MB a run: leave nothing behind in /tmp
+afterAll(() => {
+  if (scratch) rmSync(scratch, { recursive: true, force: true });
+  if (repo) rmSync(dirname(repo), { recursive: true, force: true });
+});
 
 beforeAll(() => {
   chains = chainsFixture();
