@@ -159,6 +159,16 @@ export function openRepo(root: string, opts: OpenRepoOptions = {}): Repo {
   }
 }
 
+/** Opens the repository named by --repo (else $VDBAK_REPO, else the default), runs `fn`, closes it. */
+export function withRepo<T>(
+  flag: string | undefined,
+  fn: (r: Repo) => Promise<T>,
+  opts: OpenRepoOptions = {},
+): Promise<T> {
+  const repo = openRepo(repoPath(flag), opts);
+  return fn(repo).finally(() => repo.close());
+}
+
 /** True when a process with that pid runs on this host (a lock or backup of another host is presumed alive). */
 export function processAlive(pid: number, host: string = hostname()): boolean {
   if (host !== hostname()) return true;

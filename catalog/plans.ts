@@ -54,6 +54,10 @@ export class PlanDefinitionError extends Error {
 
 type Row = { name: string; definition: string; updated_ms: number | bigint };
 
+const GROUPS = 'protection_groups';
+const PLANS = 'recovery_plans';
+type Table = typeof GROUPS | typeof PLANS;
+
 export function checkName(kind: string, name: string): void {
   if (name.length === 0 || name.length > MAX_NAME_CHARS || !NAME_RE.test(name)) {
     throw new PlanDefinitionError(
@@ -91,25 +95,15 @@ export class PlanStore {
   constructor(private readonly cat: Catalog) {}
 
   setGroup(name: string, d: GroupDefinition, nowMs = Date.now()): Named<GroupDefinition> {
-    const definition = validateGroup(name, d);
-    this.cat.db
-      .prepare(
-        `INSERT INTO protection_groups(name, definition, updated_ms) VALUES (?, ?, ?)
-           ON CONFLICT(name) DO UPDATE SET definition = excluded.definition, updated_ms = excluded.updated_ms`,
-      )
-      .run(name, JSON.stringify(definition), nowMs);
-    return { name, definition, updatedMs: nowMs };
+    return this.put(GROUPS, name, validateGroup(name, d), nowMs);
   }
 
   group(name: string): Named<GroupDefinition> | undefined {
-    const r = this.cat.db.prepare('SELECT * FROM protection_groups WHERE name = ?').get(name) as Row | undefined;
-    return r ? toNamed<GroupDefinition>(r) : undefined;
+    return this.get<GroupDefinition>(GROUPS, name);
   }
 
   groups(): Named<GroupDefinition>[] {
-    return (this.cat.db.prepare('SELECT * FROM protection_groups ORDER BY name').all() as Row[]).map((r) =>
-      toNamed<GroupDefinition>(r),
-    );
+    return this.all<GroupDefinition>(GROUPS);
   }
 
   /** Refused while a plan uses the group. */
@@ -121,7 +115,7 @@ export class PlanStore {
         `group ${name} is used by plan(s) ${users.map((p) => p.name).join(', ')}; change or remove them first`,
       );
     }
-    return this.cat.db.prepare('DELETE FROM protection_groups WHERE name = ?').run(name).changes > 0;
+    return this.remove(GROUPS, name);
   }
 
   setPlan(name: string, d: PlanDefinition, nowMs = Date.now()): Named<PlanDefinition> {
@@ -150,29 +144,44 @@ export class PlanStore {
       }
       return { group: s.group, onFailure: s.onFailure };
     });
-    const definition: PlanDefinition = { steps };
+    return this.put<PlanDefinition>(PLANS, name, { steps }, nowMs);
+  }
+
+  plan(name: string): Named<PlanDefinition> | undefined {
+    return this.get<PlanDefinition>(PLANS, name);
+  }
+
+  plans(): Named<PlanDefinition>[] {
+    return this.all<PlanDefinition>(PLANS);
+  }
+
+  removePlan(name: string): boolean {
+    return this.remove(PLANS, name);
+  }
+
+  // one table shape for both: name, JSON definition, time of the last change
+
+  private put<T>(table: Table, name: string, definition: T, nowMs: number): Named<T> {
     this.cat.db
       .prepare(
-        `INSERT INTO recovery_plans(name, definition, updated_ms) VALUES (?, ?, ?)
+        `INSERT INTO ${table}(name, definition, updated_ms) VALUES (?, ?, ?)
            ON CONFLICT(name) DO UPDATE SET definition = excluded.definition, updated_ms = excluded.updated_ms`,
       )
       .run(name, JSON.stringify(definition), nowMs);
     return { name, definition, updatedMs: nowMs };
   }
 
-  plan(name: string): Named<PlanDefinition> | undefined {
-    const r = this.cat.db.prepare('SELECT * FROM recovery_plans WHERE name = ?').get(name) as Row | undefined;
-    return r ? toNamed<PlanDefinition>(r) : undefined;
+  private get<T>(table: Table, name: string): Named<T> | undefined {
+    const r = this.cat.db.prepare(`SELECT * FROM ${table} WHERE name = ?`).get(name) as Row | undefined;
+    return r ? toNamed<T>(r) : undefined;
   }
 
-  plans(): Named<PlanDefinition>[] {
-    return (this.cat.db.prepare('SELECT * FROM recovery_plans ORDER BY name').all() as Row[]).map((r) =>
-      toNamed<PlanDefinition>(r),
-    );
+  private all<T>(table: Table): Named<T>[] {
+    return (this.cat.db.prepare(`SELECT * FROM ${table} ORDER BY name`).all() as Row[]).map((r) => toNamed<T>(r));
   }
 
-  removePlan(name: string): boolean {
-    return this.cat.db.prepare('DELETE FROM recovery_plans WHERE name = ?').run(name).changes > 0;
+  private remove(table: Table, name: string): boolean {
+    return this.cat.db.prepare(`DELETE FROM ${table} WHERE name = ?`).run(name).changes > 0;
   }
 
   /**

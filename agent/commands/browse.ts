@@ -12,14 +12,14 @@ import { resolveContent } from '../browse/content.js';
 import { BadQueryError } from '../browse/errors.js';
 import { resolveBackup, volumeTitle } from '../browse/refs.js';
 import { humanBytes, isoNs, modeString } from '../format.js';
-import { openRepo, repoPath, type Repo } from '../repo.js';
+import { type Repo, withRepo as withRepoAt } from '../repo.js';
 import { ChunkStore, versionContent } from '../restore/chunks.js';
 import { writeOut } from '../stdout.js';
 import { UsageError } from './usage.js';
 
+/** Browsing only reads. */
 function withRepo<T>(flag: string | undefined, fn: (r: Repo) => Promise<T>): Promise<T> {
-  const repo = openRepo(repoPath(flag), { readonly: true });
-  return fn(repo).finally(() => repo.close());
+  return withRepoAt(flag, fn, { readonly: true });
 }
 
 function longLine(v: VersionRow, shown: string): string {

@@ -12,7 +12,7 @@ import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { type OnFailure, PlanDefinitionError, PlanStore } from '../../catalog/plans.js';
 import { formatPlanReport, PlanNotFound, runPlan, type RestoreVmFn } from '../plans/run.js';
-import { openRepo, repoPath, type Repo } from '../repo.js';
+import { type Repo, withRepo } from '../repo.js';
 import { writeOut } from '../stdout.js';
 import { UsageError } from './usage.js';
 
@@ -27,11 +27,6 @@ async function guarded(fn: () => Promise<number>): Promise<number> {
     }
     throw e;
   }
-}
-
-function withRepo<T>(flag: string | undefined, fn: (r: Repo) => Promise<T>, readonly = false): Promise<T> {
-  const repo = openRepo(repoPath(flag), { readonly });
-  return fn(repo).finally(() => repo.close());
 }
 
 function parseStep(s: string): { group: string; onFailure: OnFailure } {
@@ -104,7 +99,7 @@ export async function cmdGroup(args: string[]): Promise<number> {
             throw new UsageError(`group takes set, ls, show or rm, not '${sub ?? ''}'`);
         }
       },
-      sub === 'ls' || sub === 'show',
+      { readonly: sub === 'ls' || sub === 'show' },
     ),
   );
 }
@@ -215,7 +210,7 @@ export async function cmdPlan(args: string[]): Promise<number> {
             throw new UsageError(`plan takes set, ls, show, rm or run, not '${sub ?? ''}'`);
         }
       },
-      readonly,
+      { readonly },
     ),
   );
 }
