@@ -5,7 +5,7 @@
  * whole, so a daemon never runs on a file that says something else.
  */
 import { realpathSync, statSync } from 'node:fs';
-import { sep } from 'node:path';
+
 import { MAX_KEEP as MAX_SHIP_KEEP } from '../ship/ship.js';
 import { MAX_KEEP as MAX_RETENTION_KEEP, type RetentionPolicy, RetentionError, validatePolicy } from '../retention.js';
 import {
@@ -26,6 +26,7 @@ import { readSchedules } from './schedules.js';
 import { readThrottle } from './throttle.js';
 import { tokenFromFile, tokenProblem } from './token.js';
 import type { DaemonConfig, DatastoreConfig, LogLevel } from './types.js';
+import { isInside } from '../paths.js';
 
 export const TOP_KEYS = [
   'repo',
@@ -70,10 +71,6 @@ function realOr(path: string): string {
   }
 }
 
-function inside(child: string, parent: string): boolean {
-  return child === parent || child.startsWith(parent.endsWith(sep) ? parent : parent + sep);
-}
-
 function readDatastores(p: Problems, path: KeyPath, v: unknown): DatastoreConfig[] | undefined {
   const list = readList(p, path, v, MAX_DATASTORES);
   if (!list) return undefined;
@@ -100,8 +97,8 @@ function readDatastores(p: Problems, path: KeyPath, v: unknown): DatastoreConfig
   // one folder inside another would find its VMs twice, under two datastores
   for (const a of out) {
     for (const b of out) {
-      if (a.index < b.index && (inside(a.real, b.real) || inside(b.real, a.real))) {
-        const how = a.real === b.real ? 'is the same folder as' : inside(b.real, a.real) ? 'lies inside' : 'holds';
+      if (a.index < b.index && (isInside(a.real, b.real) || isInside(b.real, a.real))) {
+        const how = a.real === b.real ? 'is the same folder as' : isInside(b.real, a.real) ? 'lies inside' : 'holds';
         p.add([...path, b.index, 'path'], `${how} datastores[${a.index}] (${a.path}): its VMs would be found twice`);
       }
     }

@@ -18,7 +18,7 @@
  * about its VMs.
  */
 import { readdirSync, realpathSync } from 'node:fs';
-import { basename, dirname, extname, join, sep } from 'node:path';
+import { basename, dirname, extname, join } from 'node:path';
 import type { Catalog } from '../../catalog/catalog.js';
 import { inventoryVm, markVanished, presentIn, recordSeen } from '../../catalog/inventory.js';
 import { isVdbakError } from '../../parsers/errors.js';
@@ -26,6 +26,7 @@ import type { DatastoreConfig } from '../config/types.js';
 import { realOr } from '../source/images.js';
 import { sourceFromDomainXml } from '../source/libvirt.js';
 import { MAX_SUBFOLDERS, sourcesInFolder, type VmSource } from '../source/resolve.js';
+import { isInside } from '../paths.js';
 
 /** Most libvirt XML files looked at in one folder. */
 export const MAX_FOLDER_XML = 1000;
@@ -89,10 +90,6 @@ class Notes {
   }
 }
 
-function within(path: string, root: string): boolean {
-  return path === root || path.startsWith(root.endsWith(sep) ? root : root + sep);
-}
-
 function rootsOf(datastores: readonly DatastoreConfig[], notes: Notes): Root[] {
   const out: Root[] = [];
   for (const ds of datastores) {
@@ -126,7 +123,7 @@ function foldersOf(root: Root, notes: Notes): string[] | undefined {
       } catch {
         continue; // a dangling link
       }
-      if (!within(real, root.real)) {
+      if (!isInside(real, root.real)) {
         notes.add(`datastore ${root.ds.name}: ${e.name} leads out of the datastore (${real}); not scanned`);
         continue;
       }
@@ -185,7 +182,7 @@ function scanFolder(folder: string, notes: Notes): VmSource[] {
 function confine(vm: VmSource, roots: readonly Root[]): void {
   const kept = vm.disks.filter((d) => {
     const real = realOr(d.path);
-    if (roots.some((r) => within(real, r.real))) return true;
+    if (roots.some((r) => isInside(real, r.real))) return true;
     vm.warnings.push(`${d.slot}: ${d.path} lies outside every datastore; not read`);
     return false;
   });
@@ -372,7 +369,7 @@ export function locateVm(
   if (folder !== undefined && !identity.includes('@')) {
     const notes = new Notes();
     const realFolder = realOr(folder);
-    const root = rootsOf(datastores, notes).find((r) => within(realFolder, r.real));
+    const root = rootsOf(datastores, notes).find((r) => isInside(realFolder, r.real));
     if (root && basename(realFolder) !== '' && !basename(realFolder).startsWith('.')) {
       const hit = scan(cat, datastores, notes, { root, folder: realFolder }).found.find(
         (f) => f.source.identity === identity,

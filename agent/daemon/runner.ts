@@ -30,7 +30,7 @@
  * PROGRESS_EVERY_MS per job, from the runner's own timer (never from inside
  * a caller's transaction).
  */
-import { resolve, sep } from 'node:path';
+import { resolve } from 'node:path';
 import type { Logger } from 'pino';
 import type { JobStore } from '../../catalog/jobs.js';
 import { isVdbakError } from '../../parsers/errors.js';
@@ -44,6 +44,7 @@ import { type JobContext, JobFailedWithResult } from './executors/context.js';
 import { EXECUTORS } from './executors/index.js';
 import { jobLogger } from './logger.js';
 import type { JobError, JobKind, JobProgress, JobRow } from './types.js';
+import { isInside } from '../paths.js';
 
 /** Restores running at once. */
 export const MAX_RESTORES = 2;
@@ -123,12 +124,6 @@ function describe(e: unknown): JobError {
 
 function isCancel(e: unknown): boolean {
   return isVdbakError(e) && e.kind === 'CancelledError';
-}
-
-function inside(path: string, root: string): boolean {
-  const r = resolve(root);
-  const p = resolve(path);
-  return p === r || p.startsWith(r.endsWith(sep) ? r : r + sep);
 }
 
 export class Runner {
@@ -426,7 +421,7 @@ export class Runner {
 
   private bucketFor(r: Running, source: VmSource, config: DaemonConfig): TokenBucket {
     if (r.bucket) return r.bucket.bucket;
-    const ds = config.datastores.find((d) => inside(source.folder, d.path));
+    const ds = config.datastores.find((d) => isInside(resolve(source.folder), resolve(d.path)));
     let loop = this.opts.throttleFor(ds?.name);
     if (loop?.bucket.stats().closed) {
       r.log.warn({ datastore: ds?.name }, 'the datastore throttle loop is stopped: this backup reads unthrottled');

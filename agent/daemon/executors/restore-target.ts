@@ -5,8 +5,9 @@
  * symlink may have changed in between).
  */
 import { lstatSync, realpathSync } from 'node:fs';
-import { basename, dirname, isAbsolute, join, sep } from 'node:path';
+import { basename, dirname, isAbsolute, join } from 'node:path';
 import { errorsFor } from '../../../parsers/errors.js';
+import { isInside } from '../../paths.js';
 
 /** Components walked up looking for an existing ancestor (a bound on a hostile `to`). */
 const MAX_MISSING_COMPONENTS = 64;
@@ -71,7 +72,7 @@ export function resolveRestoreTarget(to: string, roots: readonly string[]): stri
     } catch {
       continue;
     }
-    if (real === r || real.startsWith(r.endsWith(sep) ? r : r + sep)) return real;
+    if (isInside(real, r)) return real;
   }
   throw err(to).unsupported(
     'RESTORE_TO_OUTSIDE_ROOTS',
