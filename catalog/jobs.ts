@@ -2,9 +2,9 @@
  * The daemon's persistent job queue: table `jobs` of the catalog, so queued
  * and interrupted work survives a restart and is shipped with the catalog.
  *
- * Layering note: this file takes the queue's *types* from the daemon's
- * contract (agent/daemon/types.ts, erased at run time) and its typed errors
- * from parsers/errors.ts, so the API can map a bad submit to a 4xx by code.
+ * The queue's types are in ./job-types.ts (the daemon re-exports them); its
+ * typed errors come from parsers/errors.ts, so the API can map a bad submit to
+ * a 4xx by code.
  *
  * Durability: the daemon shares one catalog connection, and a running backup
  * keeps a write transaction open across awaits (agent/backup/job.ts batches
@@ -15,17 +15,8 @@
  * reopens the batch.
  */
 import { hostname } from 'node:os';
-import type {
-  JobError,
-  JobFilter,
-  JobKind,
-  JobParams,
-  JobProgress,
-  JobQueue,
-  JobRow,
-  JobState,
-} from '../agent/daemon/types.js';
-import { JOB_PRIORITY } from '../agent/daemon/types.js';
+import type { JobError, JobFilter, JobKind, JobParams, JobProgress, JobQueue, JobRow, JobState } from './job-types.js';
+import { JOB_PRIORITY } from './job-types.js';
 import { errorsFor } from '../parsers/errors.js';
 import type { Catalog } from './catalog.js';
 
