@@ -6,7 +6,7 @@ import { isVdbakError } from '../../parsers/errors.js';
 import { FaultyTarget } from '../../transport/targets/faulty.js';
 import { LocalTarget } from '../../transport/targets/local.js';
 import type { Target } from '../../transport/targets/types.js';
-import { bytesOf, listAll } from './target-suite.js';
+import { bytesOf, listAll, piecesOf } from './target-suite.js';
 
 /** Puts with retries, as a backup job would; returns the typed error codes seen on the way. */
 async function putWithRetry(t: Target, name: string, bytes: Uint8Array, codes: string[]): Promise<void> {
@@ -52,6 +52,31 @@ describe('FaultyTarget with faults on', () => {
     for (const [name, bytes] of objects) expect((await t.get(name)).equals(bytes)).toBe(true);
     const files = readdirSync(dir, { recursive: true, withFileTypes: true }).filter((e) => e.isFile());
     expect(files.length).toBe(objects.size);
+    rmSync(dir, { recursive: true });
+  });
+
+  it('fails streamed puts mid-stream: either nothing or the whole object is visible, and no temp file stays', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'vdbak-faulty-'));
+    const local = new LocalTarget(dir);
+    const t = new FaultyTarget(local, { seed: 11, putBefore: 0.3, putAfter: 0.3, noSpace: 0.2 });
+    const codes: string[] = [];
+    for (let i = 0; i < 30; i++) {
+      const name = `catalog/c${i}.db.zst`;
+      const bytes = bytesOf(20_000 + i, i);
+      try {
+        await t.putStream(name, piecesOf(bytes, [4096]));
+        expect((await local.get(name)).equals(bytes)).toBe(true);
+      } catch (e) {
+        expect(isVdbakError(e)).toBe(true);
+        if (isVdbakError(e)) codes.push(`${e.code}:${e.message.includes('after') ? 'after' : 'before'}`);
+        // a fault after the commit leaves the whole object; one before it, none
+        if (await local.exists(name)) expect((await local.get(name)).equals(bytes)).toBe(true);
+        else expect(codes.at(-1)).not.toMatch(/:after$/);
+      }
+    }
+    expect(new Set(codes)).toEqual(new Set(['TARGET_NO_SPACE:before', 'TARGET_IO:before', 'TARGET_IO:after']));
+    const files = readdirSync(dir, { recursive: true, withFileTypes: true }).filter((e) => e.isFile());
+    expect(files.every((f) => !f.name.startsWith('.'))).toBe(true);
     rmSync(dir, { recursive: true });
   });
 

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FaultyTarget } from '../../transport/targets/faulty.js';
 import { LocalTarget } from '../../transport/targets/local.js';
-import { bytesOf, expectTypedError, listAll, targetSuite } from './target-suite.js';
+import { bytesOf, expectTypedError, failingSource, listAll, piecesOf, targetSuite } from './target-suite.js';
 
 function tempDir(): string {
   return mkdtempSync(join(tmpdir(), 'vdbak-target-'));
@@ -51,6 +51,14 @@ describe('LocalTarget on disk', () => {
     rmSync(dir, { recursive: true });
   });
 
+  it('leaves no temporary file when a streamed put fails', async () => {
+    const dir = tempDir();
+    const t = new LocalTarget(dir);
+    await expect(t.putStream('catalog/c', failingSource(bytesOf(5000, 1), new Error('gone')))).rejects.toThrow('gone');
+    expect(filesUnder(dir)).toEqual([]);
+    rmSync(dir, { recursive: true });
+  });
+
   describe('when the filesystem is full (a real 1 MiB tmpfs)', () => {
     const mnt = tempDir();
     beforeAll(() => {
@@ -76,6 +84,15 @@ describe('LocalTarget on disk', () => {
       await t.put('packs/bb/bb01', big);
       expect((await t.get('packs/bb/bb01')).equals(big)).toBe(true);
       expect(filesUnder(mnt)).toEqual(['packs/bb/bb01']);
+    });
+
+    it('fails a streamed put with TARGET_NO_SPACE mid-stream, shows nothing and keeps no temp file', async () => {
+      const t = new LocalTarget(mnt);
+      for (const name of await listAll(t, '')) await t.delete(name);
+      await t.put('packs/aa/aa01', bytesOf(600 << 10, 3));
+      await expectTypedError(t.putStream('catalog/c', piecesOf(bytesOf(700 << 10, 4), [64 << 10])), 'TARGET_NO_SPACE');
+      expect(await listAll(t, '')).toEqual(['packs/aa/aa01']);
+      expect(filesUnder(mnt)).toEqual(['packs/aa/aa01']);
     });
   });
 });

@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { encodeChunk } from '../../transport/codec.js';
 import { PackReader, PackWriter, packObjectName } from '../../transport/pack.js';
 import { FaultyTarget } from '../../transport/targets/faulty.js';
-import { S3Target } from '../../transport/targets/s3.js';
+import { MIN_PART_SIZE, S3Target } from '../../transport/targets/s3.js';
 import { CACHE, ROOT } from '../helpers/fixtures.js';
 import { bytesOf, expectTypedError, listAll, targetSuite } from './target-suite.js';
 
@@ -46,7 +46,13 @@ beforeAll(async () => {
 afterAll(() => store('stop'));
 
 async function freshBucket(listPageSize?: number): Promise<S3Target> {
-  const t = new S3Target({ ...CREDENTIALS, bucket: `vdbak-${randomBytes(6).toString('hex')}`, listPageSize });
+  // the smallest part size S3 allows, so that the suite's streamed puts are multipart uploads here
+  const t = new S3Target({
+    ...CREDENTIALS,
+    bucket: `vdbak-${randomBytes(6).toString('hex')}`,
+    listPageSize,
+    partSize: MIN_PART_SIZE,
+  });
   await t.createBucket();
   return t;
 }
@@ -56,7 +62,7 @@ async function dropBucket(t: S3Target): Promise<void> {
   await t.deleteBucket();
 }
 
-targetSuite('S3Target (Swift s3api on loopback)', async () => {
+targetSuite('S3Target (Swift s3api on loopback, multipart at 5 MiB)', async () => {
   const t = await freshBucket();
   return { target: t, cleanup: () => dropBucket(t) };
 });

@@ -22,6 +22,30 @@ export function bytesOf(length: number, seed: number): Buffer {
   return b;
 }
 
+/**
+ * `bytes` as a stream of pieces of the given sizes (cycled), all through one
+ * reused buffer: a target must be done with a piece when it asks for the next.
+ */
+export async function* piecesOf(bytes: Buffer, sizes: readonly number[]): AsyncGenerator<Uint8Array> {
+  const buf = Buffer.alloc(Math.max(...sizes));
+  for (let at = 0, i = 0; at < bytes.length; i++) {
+    const n = Math.min(sizes[i % sizes.length]!, bytes.length - at);
+    bytes.copy(buf, 0, at, at + n);
+    yield buf.subarray(0, n);
+    buf.fill(0xee); // what a target that kept the view would store instead
+    at += n;
+  }
+}
+
+/** A source that yields `good` and then fails with `error`. */
+export async function* failingSource(good: Buffer, error: Error): AsyncGenerator<Uint8Array> {
+  yield good;
+  yield good;
+  throw error;
+}
+
+const sha = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
+
 export async function listAll(t: Target, prefix: string): Promise<string[]> {
   const names: string[] = [];
   for await (const n of t.list(prefix)) names.push(n);
@@ -66,6 +90,46 @@ export function targetSuite(label: string, open: () => Promise<TargetHandle>): v
         expect(await t.stat(name)).toEqual({ name, size });
         expect(await t.exists(name)).toBe(true);
       }
+    });
+
+    it('streams objects in pieces of any size, byte for byte (putStream)', async () => {
+      const t = await fresh();
+      const MiB = 1 << 20;
+      for (const [name, size, sizes] of [
+        ['catalog/empty', 0, [1]],
+        ['catalog/small', 10_000, [1, 999, 4096]],
+        // over 2 parts of S3's smallest part size (5 MiB), in pieces that straddle the part boundaries
+        ['catalog/big.db.zst', 11 * MiB + 12_345, [3 * MiB + 7, 1, 700_001]],
+      ] as const) {
+        const bytes = bytesOf(size, size + 1);
+        await t.putStream(name, piecesOf(bytes, sizes));
+        expect(await t.stat(name)).toEqual({ name, size });
+        expect(sha(await t.get(name))).toBe(sha(bytes));
+      }
+      await t.putStream('catalog/small', piecesOf(bytesOf(5, 9), [2])); // replaced
+      expect((await t.get('catalog/small')).equals(bytesOf(5, 9))).toBe(true);
+      expect(await listAll(t, '')).toEqual(['catalog/big.db.zst', 'catalog/empty', 'catalog/small']);
+    });
+
+    it('shows nothing of a streamed put whose source fails, and passes the source error on unchanged', async () => {
+      const t = await fresh();
+      const old = bytesOf(1000, 5);
+      await t.put('catalog/x', old);
+      for (const [name, piece] of [
+        ['catalog/x', bytesOf(100, 6)],
+        ['catalog/new', bytesOf(3 << 20, 7)], // big enough that an S3 target with 5 MiB parts has sent one
+      ] as const) {
+        const boom = new Error('source broke');
+        let caught: unknown;
+        await t.putStream(name, failingSource(piece, boom)).catch((e: unknown) => {
+          caught = e;
+        });
+        expect(caught).toBe(boom);
+      }
+      expect((await t.get('catalog/x')).equals(old)).toBe(true);
+      expect(await t.exists('catalog/new')).toBe(false);
+      expect(await listAll(t, '')).toEqual(['catalog/x']);
+      await expect(t.putStream('../bad', piecesOf(old, [10]))).rejects.toThrow(/TARGET_BAD_NAME/);
     });
 
     it('treats a second put of the same name as success and keeps one whole object', async () => {

@@ -29,6 +29,15 @@ export interface FaultOptions {
   latencyMs?: number;
 }
 
+/** `source`'s first piece, then `fault` (thrown as the inner target's own failure would be). */
+async function* failAfterFirst(source: AsyncIterable<Uint8Array>, fault: Error): AsyncGenerator<Uint8Array> {
+  for await (const piece of source) {
+    yield piece;
+    break;
+  }
+  throw fault;
+}
+
 export type FaultKind = 'putBefore' | 'putAfter' | 'noSpace' | 'shortRead';
 
 export class FaultyTarget implements Target {
@@ -71,6 +80,24 @@ export class FaultyTarget implements Target {
     await this.inner.put(name, bytes);
     if (this.roll('putAfter')) {
       throw this.err.io('TARGET_IO', `put ${name}: reply lost after commit (injected)`, { name, injected: true });
+    }
+  }
+
+  /**
+   * The stream's faults strike mid-way: `noSpace` and `putBefore` fail the
+   * inner write after its first piece, so the inner target's clean-up of a
+   * half-written object is what gets tested.
+   */
+  async putStream(name: string, source: AsyncIterable<Uint8Array>): Promise<void> {
+    await this.delay();
+    const fault = this.roll('noSpace')
+      ? this.err.io('TARGET_NO_SPACE', `putStream ${name}: no space left (injected)`, { name, injected: true })
+      : this.roll('putBefore')
+        ? this.err.io('TARGET_IO', `putStream ${name}: write failed before commit (injected)`, { name, injected: true })
+        : undefined;
+    await this.inner.putStream(name, fault ? failAfterFirst(source, fault) : source);
+    if (this.roll('putAfter')) {
+      throw this.err.io('TARGET_IO', `putStream ${name}: reply lost after commit (injected)`, { name, injected: true });
     }
   }
 

@@ -13,7 +13,15 @@ import { type FileHandle, mkdir, open, readdir, readFile, rename, stat, unlink }
 import { basename, dirname, join, relative, sep } from 'node:path';
 import { isVdbakError } from '../../parsers/errors.js';
 import { isTargetNotFound, TARGET_NOT_FOUND, transportErrors } from '../errors.js';
-import { checkListPrefix, checkObjectName, existsByStat, type ObjectInfo, type Target } from './types.js';
+import {
+  checkListPrefix,
+  checkObjectName,
+  existsByStat,
+  markSourceErrors,
+  type ObjectInfo,
+  SourceError,
+  type Target,
+} from './types.js';
 
 const TEMP_PREFIX = '.tmp-';
 /** errno codes of a directory fsync that some filesystems (CIFS, some FUSE) do not support. */
@@ -48,6 +56,29 @@ export class LocalTarget implements Target {
   }
 
   async put(name: string, bytes: Uint8Array): Promise<void> {
+    await this.writeAtomically(name, 'put', (fh) => fh.writeFile(bytes));
+  }
+
+  async putStream(name: string, source: AsyncIterable<Uint8Array>): Promise<void> {
+    await this.writeAtomically(name, 'putStream', async (fh) => {
+      let at = 0;
+      for await (const piece of markSourceErrors(source)) {
+        for (let done = 0; done < piece.length;) {
+          const { bytesWritten } = await fh.write(piece, done, piece.length - done, at);
+          done += bytesWritten;
+          at += bytesWritten;
+        }
+      }
+    });
+  }
+
+  /**
+   * Writes a temporary file in the object's folder through `fill`, fsyncs it,
+   * renames it over the final name and fsyncs the folder. On any failure the
+   * temporary file goes and no object appears; the stream source's own error
+   * passes through unchanged.
+   */
+  private async writeAtomically(name: string, op: string, fill: (fh: FileHandle) => Promise<void>): Promise<void> {
     const final = this.path(name);
     const dir = dirname(final);
     const tmp = join(dir, `${TEMP_PREFIX}${basename(final)}-${randomBytes(6).toString('hex')}`);
@@ -56,7 +87,7 @@ export class LocalTarget implements Target {
       const created = await mkdir(dir, { recursive: true });
       if (created !== undefined) await this.syncCreatedDirs(created, dir);
       fh = await open(tmp, 'wx', 0o644);
-      await fh.writeFile(bytes);
+      await fill(fh);
       await fh.sync();
       await fh.close();
       fh = undefined;
@@ -64,10 +95,10 @@ export class LocalTarget implements Target {
     } catch (e) {
       await fh?.close().catch(() => {});
       await unlink(tmp).catch(() => {});
-      throw this.fail(e, 'put', name);
+      throw e instanceof SourceError ? e.error : this.fail(e, op, name);
     }
     await this.syncDir(dir).catch((e) => {
-      throw this.fail(e, 'put (fsync folder)', name);
+      throw this.fail(e, `${op} (fsync folder)`, name);
     });
   }
 

@@ -10,11 +10,30 @@
  * An S3 PUT is atomic (the object appears whole or not at all) and replaces
  * an object of the same name, which is the Target contract. Listing uses the
  * original ListObjects (marker) call, which every S3-compatible store knows.
+ *
+ * A streamed put (putStream) holds one part in memory: an object that fits in
+ * one part is a plain PUT; a bigger one is a multipart upload, which S3 makes
+ * visible only at CompleteMultipartUpload (and aborts on any failure, so no
+ * parts linger).
+ *
+ * Every request is idempotent (a put of the same bytes, a get, a delete), so
+ * one that fails transiently — HTTP 500/502/503/504 (503 SlowDown is S3's
+ * "back off"), a reset or timed-out connection — is sent again after a
+ * bounded exponential back-off with jitter, signed afresh each time.
  */
 import { createHash, createHmac } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { isVdbakError } from '../../parsers/errors.js';
 import { isTargetNotFound, TARGET_NOT_FOUND, transportErrors } from '../errors.js';
-import { checkListPrefix, checkObjectName, existsByStat, type ObjectInfo, type Target } from './types.js';
+import {
+  checkListPrefix,
+  checkObjectName,
+  existsByStat,
+  markSourceErrors,
+  type ObjectInfo,
+  SourceError,
+  type Target,
+} from './types.js';
 
 export interface S3Options {
   /** e.g. http://127.0.0.1:9000 or https://s3.eu-west-1.amazonaws.com */
@@ -27,7 +46,40 @@ export interface S3Options {
   timeoutMs?: number;
   /** Names per list request (S3 max-keys; the store's default, usually 1000, when unset). */
   listPageSize?: number;
+  /** Attempts after the first for a request that failed transiently (default 5). */
+  retries?: number;
+  /** First back-off (default 250 ms), doubled per attempt up to MAX_BACKOFF_MS, with jitter. */
+  retryBaseMs?: number;
+  /** Bytes per part of a streamed upload (default 16 MiB; S3 wants at least 5 MiB but for the last). */
+  partSize?: number;
 }
+
+export const DEFAULT_RETRIES = 5;
+export const MAX_RETRIES = 20;
+const DEFAULT_RETRY_BASE_MS = 250;
+const MAX_BACKOFF_MS = 8000;
+export const DEFAULT_PART_SIZE = 16 * 1024 * 1024;
+export const MIN_PART_SIZE = 5 * 1024 * 1024;
+/** S3's limits: parts per upload, bytes per part. */
+const MAX_PARTS = 10_000;
+const MAX_PART_SIZE = 5 * 1024 * 1024 * 1024;
+/** Statuses that say "try again": an S3 InternalError, a proxy's bad gateway, SlowDown / unavailable, a timeout. */
+const RETRY_STATUS = new Set([500, 502, 503, 504]);
+/** Network failures worth another attempt (a connection refused is not: the store is down, say so at once). */
+const RETRY_CAUSES = new Set([
+  'ECONNRESET',
+  'EPIPE',
+  'ECONNABORTED',
+  'ETIMEDOUT',
+  'EAI_AGAIN',
+  'UND_ERR_SOCKET',
+  'UND_ERR_CLOSED',
+  'UND_ERR_HEADERS_TIMEOUT',
+  'UND_ERR_BODY_TIMEOUT',
+  'TimeoutError',
+]);
+/** S3 error codes a 200 reply of CompleteMultipartUpload can carry that mean "try again". */
+const RETRY_S3_CODES = new Set(['InternalError', 'SlowDown', 'ServiceUnavailable']);
 
 const EMPTY_SHA256 = createHash('sha256').digest('hex');
 const BUCKET = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
@@ -47,6 +99,10 @@ function hmac(key: string | Buffer, data: string): Buffer {
   return createHmac('sha256', key).update(data, 'utf8').digest();
 }
 
+function xmlEscape(s: string): string {
+  return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
+}
+
 function xmlText(s: string): string {
   return s
     .replace(/&lt;/g, '<')
@@ -57,7 +113,7 @@ function xmlText(s: string): string {
 }
 
 interface Request {
-  method: 'GET' | 'PUT' | 'HEAD' | 'DELETE';
+  method: 'GET' | 'PUT' | 'HEAD' | 'DELETE' | 'POST';
   /** Object key, or '' for the bucket itself. */
   key: string;
   query?: Record<string, string>;
@@ -69,6 +125,10 @@ export class S3Target implements Target {
   readonly location: string;
   private readonly err;
   private readonly host: string;
+  private readonly retries: number;
+  private readonly partSize: number;
+  /** Errors of one attempt that another attempt may not meet (a reset connection, a cut body). */
+  private readonly transient = new WeakSet<object>();
 
   constructor(private readonly opts: S3Options) {
     const url = new URL(opts.endpoint);
@@ -78,33 +138,78 @@ export class S3Target implements Target {
     if (!BUCKET.test(opts.bucket)) {
       throw this.err.unsupported('TARGET_BAD_NAME', `bucket name ${JSON.stringify(opts.bucket)}`);
     }
+    this.retries = opts.retries ?? DEFAULT_RETRIES;
+    if (!Number.isInteger(this.retries) || this.retries < 0 || this.retries > MAX_RETRIES) {
+      throw new RangeError(`retries ${this.retries} is not in 0..${MAX_RETRIES}`);
+    }
+    this.partSize = opts.partSize ?? DEFAULT_PART_SIZE;
+    if (!Number.isInteger(this.partSize) || this.partSize < MIN_PART_SIZE || this.partSize > MAX_PART_SIZE) {
+      throw new RangeError(`part size ${this.partSize} is not in ${MIN_PART_SIZE}..${MAX_PART_SIZE}`);
+    }
   }
 
   /** Creates the bucket; an existing bucket of ours is success. */
   async createBucket(): Promise<void> {
-    const r = await this.send({ method: 'PUT', key: '' }, 'create bucket');
-    if (r.ok || r.status === 409) return;
-    throw await this.httpError(r, 'create bucket', '');
+    await this.call({ method: 'PUT', key: '' }, 'create bucket', async (r) => {
+      if (!r.ok && r.status !== 409) throw await this.httpError(r, 'create bucket', '');
+      await this.drain(r);
+    });
   }
 
   /** Deletes the (empty) bucket. */
   async deleteBucket(): Promise<void> {
-    const r = await this.send({ method: 'DELETE', key: '' }, 'delete bucket');
-    if (!r.ok && r.status !== 404) throw await this.httpError(r, 'delete bucket', '');
+    await this.call({ method: 'DELETE', key: '' }, 'delete bucket', async (r) => {
+      if (!r.ok && r.status !== 404) throw await this.httpError(r, 'delete bucket', '');
+      await this.drain(r);
+    });
   }
 
   async put(name: string, bytes: Uint8Array): Promise<void> {
     checkObjectName(name, this.location);
-    const r = await this.send({ method: 'PUT', key: name, body: bytes }, 'put');
-    if (!r.ok) throw await this.httpError(r, 'put', name);
-    await r.arrayBuffer();
+    await this.call({ method: 'PUT', key: name, body: bytes }, 'put', async (r) => {
+      if (!r.ok) throw await this.httpError(r, 'put', name);
+      await this.drain(r);
+    });
+  }
+
+  async putStream(name: string, source: AsyncIterable<Uint8Array>): Promise<void> {
+    checkObjectName(name, this.location);
+    const pending: Buffer[] = [];
+    let pendingBytes = 0;
+    let upload: { id: string; etags: string[] } | undefined;
+    try {
+      for await (const piece of markSourceErrors(source)) {
+        // copied: the source may reuse its buffer once asked for the next piece
+        pending.push(Buffer.from(piece));
+        pendingBytes += piece.length;
+        while (pendingBytes >= this.partSize) {
+          const all = pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingBytes);
+          upload ??= { id: await this.startUpload(name), etags: [] };
+          await this.putPart(name, upload, all.subarray(0, this.partSize));
+          pending.length = 0;
+          pendingBytes -= this.partSize;
+          if (pendingBytes > 0) pending.push(all.subarray(this.partSize));
+        }
+      }
+      const rest = pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingBytes);
+      if (!upload) {
+        await this.put(name, rest);
+        return;
+      }
+      if (pendingBytes > 0) await this.putPart(name, upload, rest);
+      await this.completeUpload(name, upload);
+    } catch (e) {
+      if (upload) await this.abortUpload(name, upload.id).catch(() => {});
+      throw e instanceof SourceError ? e.error : e;
+    }
   }
 
   async get(name: string): Promise<Buffer> {
     checkObjectName(name, this.location);
-    const r = await this.send({ method: 'GET', key: name }, 'get');
-    if (!r.ok) throw await this.httpError(r, 'get', name);
-    return this.body(r, 'get', name);
+    return this.call({ method: 'GET', key: name }, 'get', async (r) => {
+      if (!r.ok) throw await this.httpError(r, 'get', name);
+      return this.body(r, 'get', name);
+    });
   }
 
   async getRange(name: string, offset: number, length: number): Promise<Buffer> {
@@ -120,28 +225,30 @@ export class S3Target implements Target {
       return Buffer.alloc(0);
     }
     const range = `bytes=${offset}-${offset + length - 1}`;
-    const r = await this.send({ method: 'GET', key: name, headers: { range } }, 'getRange');
-    if (r.status === 416) {
-      await r.arrayBuffer();
-      throw short();
-    }
-    if (!r.ok) throw await this.httpError(r, 'getRange', name);
-    const b = await this.body(r, 'getRange', name);
-    // 200 means the store ignored the range: take our slice of the whole object
-    const slice = r.status === 206 ? b : b.subarray(offset, offset + length);
-    if (slice.length !== length) throw short();
-    return slice;
+    return this.call({ method: 'GET', key: name, headers: { range } }, 'getRange', async (r) => {
+      if (r.status === 416) {
+        await this.drain(r);
+        throw short();
+      }
+      if (!r.ok) throw await this.httpError(r, 'getRange', name);
+      const b = await this.body(r, 'getRange', name);
+      // 200 means the store ignored the range: take our slice of the whole object
+      const slice = r.status === 206 ? b : b.subarray(offset, offset + length);
+      if (slice.length !== length) throw short();
+      return slice;
+    });
   }
 
   async stat(name: string): Promise<ObjectInfo> {
     checkObjectName(name, this.location);
-    const r = await this.send({ method: 'HEAD', key: name }, 'stat');
-    if (!r.ok) throw await this.httpError(r, 'stat', name);
-    const size = Number(r.headers.get('content-length'));
-    if (!Number.isSafeInteger(size) || size < 0) {
-      throw this.err.io('TARGET_IO', `stat ${name}: no usable Content-Length`, { name });
-    }
-    return { name, size };
+    return this.call({ method: 'HEAD', key: name }, 'stat', async (r) => {
+      if (!r.ok) throw await this.httpError(r, 'stat', name);
+      const size = Number(r.headers.get('content-length'));
+      if (!Number.isSafeInteger(size) || size < 0) {
+        throw this.err.io('TARGET_IO', `stat ${name}: no usable Content-Length`, { name });
+      }
+      return { name, size };
+    });
   }
 
   exists(name: string): Promise<boolean> {
@@ -155,9 +262,10 @@ export class S3Target implements Target {
       const query: Record<string, string> = { prefix };
       if (marker) query.marker = marker;
       if (this.opts.listPageSize) query['max-keys'] = String(this.opts.listPageSize);
-      const r = await this.send({ method: 'GET', key: '', query }, 'list');
-      if (!r.ok) throw await this.httpError(r, 'list', prefix);
-      const xml = (await this.body(r, 'list', prefix)).toString('utf8');
+      const xml = await this.call({ method: 'GET', key: '', query }, 'list', async (r) => {
+        if (!r.ok) throw await this.httpError(r, 'list', prefix);
+        return (await this.body(r, 'list', prefix)).toString('utf8');
+      });
       const keys = [...xml.matchAll(/<Key>([^<]*)<\/Key>/g)].map((m) => xmlText(m[1]!));
       yield* keys;
       const truncated = /<IsTruncated>true<\/IsTruncated>/.test(xml);
@@ -169,20 +277,117 @@ export class S3Target implements Target {
 
   async delete(name: string): Promise<void> {
     checkObjectName(name, this.location);
-    const r = await this.send({ method: 'DELETE', key: name }, 'delete');
-    if (!r.ok && r.status !== 404) throw await this.httpError(r, 'delete', name);
-    await r.arrayBuffer();
+    await this.call({ method: 'DELETE', key: name }, 'delete', async (r) => {
+      if (!r.ok && r.status !== 404) throw await this.httpError(r, 'delete', name);
+      await this.drain(r);
+    });
   }
 
   isNotFound(err: unknown): boolean {
     return isTargetNotFound(err);
   }
 
+  /** CreateMultipartUpload: the upload's id. */
+  private startUpload(name: string): Promise<string> {
+    return this.call({ method: 'POST', key: name, query: { uploads: '' } }, 'putStream (start upload)', async (r) => {
+      if (!r.ok) throw await this.httpError(r, 'putStream (start upload)', name);
+      const xml = (await this.body(r, 'putStream (start upload)', name)).toString('utf8');
+      const id = /<UploadId>([^<]+)<\/UploadId>/.exec(xml)?.[1];
+      if (!id) throw this.err.io('TARGET_IO', `putStream ${name}: the store named no upload id`, { name });
+      return xmlText(id);
+    });
+  }
+
+  /** UploadPart: the part's ETag, kept for the completion. */
+  private async putPart(name: string, upload: { id: string; etags: string[] }, bytes: Uint8Array): Promise<void> {
+    const partNumber = upload.etags.length + 1;
+    if (partNumber > MAX_PARTS) {
+      throw this.err.limit(
+        'TARGET_TOO_BIG',
+        `putStream ${name}: more than ${MAX_PARTS} parts of ${this.partSize} bytes`,
+        {
+          name,
+        },
+      );
+    }
+    const op = `putStream (part ${partNumber})`;
+    const query = { partNumber: String(partNumber), uploadId: upload.id };
+    const etag = await this.call({ method: 'PUT', key: name, query, body: bytes }, op, async (r) => {
+      if (!r.ok) throw await this.httpError(r, op, name);
+      await this.drain(r);
+      const tag = r.headers.get('etag');
+      if (!tag) throw this.err.io('TARGET_IO', `${op} ${name}: the store sent no ETag`, { name });
+      return tag;
+    });
+    upload.etags.push(etag);
+  }
+
+  /** CompleteMultipartUpload: the object appears, whole. */
+  private async completeUpload(name: string, upload: { id: string; etags: string[] }): Promise<void> {
+    const op = 'putStream (complete)';
+    const parts = upload.etags
+      .map((tag, i) => `<Part><PartNumber>${i + 1}</PartNumber><ETag>${xmlEscape(tag)}</ETag></Part>`)
+      .join('');
+    const body = Buffer.from(`<CompleteMultipartUpload>${parts}</CompleteMultipartUpload>`);
+    await this.call({ method: 'POST', key: name, query: { uploadId: upload.id }, body }, op, async (r, attempt) => {
+      // an earlier attempt completed it, and its reply was lost: the upload is gone, the object is there
+      if (r.status === 404 && attempt > 0 && (await this.exists(name))) return this.drain(r);
+      if (!r.ok) throw await this.httpError(r, op, name);
+      // S3 may answer 200 and report the failure in the body
+      const xml = (await this.body(r, op, name)).toString('utf8');
+      const code = /<Error>[\s\S]*?<Code>([^<]*)<\/Code>/.exec(xml)?.[1];
+      if (code !== undefined) {
+        const e = this.err.io('TARGET_IO', `${op} ${name}: ${code}`, { name, s3Code: code });
+        if (RETRY_S3_CODES.has(code)) this.transient.add(e);
+        throw e;
+      }
+    });
+  }
+
+  /** AbortMultipartUpload: frees the parts of an upload that will not complete. */
+  private async abortUpload(name: string, uploadId: string): Promise<void> {
+    await this.call({ method: 'DELETE', key: name, query: { uploadId } }, 'putStream (abort)', (r) => this.drain(r));
+  }
+
+  /**
+   * Sends `req` and hands the reply to `handle`, again after a back-off when
+   * the store answers a retry status or the attempt fails transiently; the
+   * last attempt's reply or error is final.
+   */
+  private async call<T>(req: Request, op: string, handle: (r: Response, attempt: number) => Promise<T>): Promise<T> {
+    for (let attempt = 0; ; attempt++) {
+      const last = attempt >= this.retries;
+      try {
+        const r = await this.send(req, op);
+        if (last || !RETRY_STATUS.has(r.status)) return await handle(r, attempt);
+        await this.drain(r).catch(() => {});
+      } catch (e) {
+        if (last || typeof e !== 'object' || e === null || !this.transient.has(e)) throw e;
+      }
+      await sleep(this.backoffMs(attempt));
+    }
+  }
+
+  /** Exponential back-off, capped, with jitter so that many clients do not retry in step. */
+  private backoffMs(attempt: number): number {
+    const base = this.opts.retryBaseMs ?? DEFAULT_RETRY_BASE_MS;
+    const ceiling = Math.min(MAX_BACKOFF_MS, base * 2 ** attempt);
+    return ceiling / 2 + Math.random() * (ceiling / 2);
+  }
+
+  /** Reads and drops a reply's body, so that its connection can be reused. */
+  private async drain(r: Response): Promise<void> {
+    if (!r.bodyUsed) await this.body(r, 'read reply', '');
+  }
+
   private async body(r: Response, op: string, name: string): Promise<Buffer> {
     try {
       return Buffer.from(await r.arrayBuffer());
     } catch (e) {
-      throw this.err.io('TARGET_IO', `${op} ${name}: ${(e as Error).message}`, { name });
+      const err = this.err.io('TARGET_IO', `${op} ${name}: ${(e as Error).message}`, { name });
+      // the connection broke mid-body: another attempt may get it whole
+      this.transient.add(err);
+      throw err;
     }
   }
 
@@ -246,10 +451,12 @@ export class S3Target implements Target {
     } catch (e) {
       if (isVdbakError(e)) throw e;
       const cause = (e as { cause?: { code?: string } }).cause?.code ?? (e as Error).name;
-      throw this.err.io('TARGET_IO', `${op} ${req.key}: ${(e as Error).message} (${cause})`, {
+      const err = this.err.io('TARGET_IO', `${op} ${req.key}: ${(e as Error).message} (${cause})`, {
         name: req.key,
         errno: cause,
       });
+      if (RETRY_CAUSES.has(cause)) this.transient.add(err);
+      throw err;
     }
   }
 }

@@ -26,6 +26,16 @@ export interface Target {
   readonly location: string;
   /** Stores `bytes` under `name`, durably and atomically. */
   put(name: string, bytes: Uint8Array): Promise<void>;
+  /**
+   * Stores the bytes `source` yields, in order, under `name`, with put's
+   * guarantees, for objects too big to hold in memory (a catalog copy): the
+   * target holds at most a bounded piece of it at a time (one part, not the
+   * object). If the source throws or the write fails, nothing is visible under
+   * `name` (an object already there stays as it was) and the error propagates
+   * (the source's own error unchanged). Pieces may be reused by the source
+   * once the target has asked for the next one.
+   */
+  putStream(name: string, source: AsyncIterable<Uint8Array>): Promise<void>;
   /** The whole object. */
   get(name: string): Promise<Buffer>;
   /** Exactly `length` bytes from `offset`, or a typed error (`TARGET_SHORT_READ` past the end). */
@@ -74,5 +84,23 @@ export async function existsByStat(target: Target, name: string): Promise<boolea
   } catch (e) {
     if (target.isNotFound(e)) return false;
     throw e;
+  }
+}
+
+/** A stream source's own failure, carried through a target's error handling so that it surfaces unchanged. */
+export class SourceError {
+  constructor(readonly error: unknown) {}
+}
+
+/**
+ * `source`, with whatever it throws wrapped in a SourceError: a target tells
+ * its own failures (to be typed) from its caller's. Ending the loop early
+ * (a write failed) returns the source, so its cleanup runs.
+ */
+export async function* markSourceErrors(source: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
+  try {
+    yield* source;
+  } catch (e) {
+    throw new SourceError(e);
   }
 }
