@@ -8,8 +8,9 @@
  * 2. The copy is switched out of WAL mode (one self-contained file), and what
  *    it holds is read from the copy itself, so the manifest describes exactly
  *    the bytes shipped.
- * 3. It is compressed into zstd frames (frames.ts) and written as
- *    `catalog/<stamp>-<id>.db.zst`; then the manifest `catalog/<stamp>-<id>.json`.
+ * 3. It is compressed into zstd frames (frames.ts) streamed to the target as
+ *    `catalog/<stamp>-<id>.db.zst` (one piece in memory at a time, whatever
+ *    the catalog's size); then the manifest `catalog/<stamp>-<id>.json`.
  * 4. Older copies beyond the last `keep` are deleted, manifest first, so that
  *    a manifest never names deleted data.
  *
@@ -24,7 +25,7 @@ import { errorsFor } from '../../parsers/errors.js';
 import type { Target } from '../../transport/targets/types.js';
 import { processAlive, type Repo } from '../repo.js';
 import { ensureTargetConfig } from './config.js';
-import { compressFile, DEFAULT_PIECE_SIZE } from './frames.js';
+import { compressFrames, DEFAULT_PIECE_SIZE } from './frames.js';
 import {
   CATALOG_PREFIX,
   CODEC_ZSTD_FRAMES,
@@ -74,6 +75,8 @@ interface CopyFacts {
 function inspectCopy(path: string): CopyFacts {
   const db = new Database(path, { fileMustExist: true });
   try {
+    // a temporary file: what is shipped is its bytes, read back right away, so it needs no fsync of its own
+    db.pragma('synchronous = OFF');
     db.pragma('journal_mode = DELETE');
     const schemaVersion = db.pragma('user_version', { simple: true }) as number;
     const repoId = (db.prepare(`SELECT value FROM meta WHERE key = 'repo_id'`).get() as { value: string }).value;
@@ -159,9 +162,10 @@ export async function shipCatalog(repo: Repo, opts: ShipOptions = {}): Promise<S
       );
     }
     const pieceSize = opts.pieceSize ?? DEFAULT_PIECE_SIZE;
-    const z = compressFile(tmp, pieceSize, repo.settings.zstdLevel);
+    const stream = compressFrames(tmp, pieceSize, repo.settings.zstdLevel);
     const data = dataName(base);
-    await target.put(data, z.bytes);
+    await target.putStream(data, stream.frames);
+    const z = stream.digest();
     const manifest: CatalogManifest = {
       format: MANIFEST_FORMAT,
       version: MANIFEST_VERSION,
@@ -175,7 +179,7 @@ export async function shipCatalog(repo: Repo, opts: ShipOptions = {}): Promise<S
       pieceSize,
       frames: z.frames,
       rawSize: z.rawSize,
-      compressedSize: z.bytes.length,
+      compressedSize: z.compressedSize,
       rawSha256: z.rawSha256,
       compressedSha256: z.compressedSha256,
       backups: facts.backups,

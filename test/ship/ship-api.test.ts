@@ -16,7 +16,10 @@ import { decodeCopyTo, DEFAULT_PIECE_SIZE } from '../../agent/ship/frames.js';
 import { dataName, manifestName, parseManifest, stampMs } from '../../agent/ship/manifest.js';
 import { recoverFromTarget } from '../../agent/ship/recover.js';
 import { pruneCopies, shipCatalog } from '../../agent/ship/ship.js';
+import { FaultyTarget } from '../../transport/targets/faulty.js';
 import { LocalTarget } from '../../transport/targets/local.js';
+import type { Target } from '../../transport/targets/types.js';
+import { listAll } from '../transport/target-suite.js';
 import { SCHEMA_VERSION } from '../../catalog/schema.js';
 import { runBytes } from '../helpers/fixtures.js';
 
@@ -171,6 +174,115 @@ describe('shipCatalog', () => {
       if (saved.VDBAK_SHIP_KEEP === undefined) delete process.env.VDBAK_SHIP_KEEP;
       if (saved.VDBAK_SHIP_AFTER_BACKUP === undefined) delete process.env.VDBAK_SHIP_AFTER_BACKUP;
     }
+  });
+});
+
+/** A target that records how objects reach it. */
+class Recording implements Target {
+  readonly location: string;
+  readonly puts: string[] = [];
+  readonly streamed = new Map<string, number[]>();
+  constructor(readonly inner: Target) {
+    this.location = inner.location;
+  }
+  put(name: string, bytes: Uint8Array): Promise<void> {
+    this.puts.push(name);
+    return this.inner.put(name, bytes);
+  }
+  putStream(name: string, source: AsyncIterable<Uint8Array>): Promise<void> {
+    const sizes: number[] = [];
+    this.streamed.set(name, sizes);
+    const inner = this.inner;
+    return inner.putStream(
+      name,
+      (async function* () {
+        for await (const piece of source) {
+          sizes.push(piece.length);
+          yield piece;
+        }
+      })(),
+    );
+  }
+  get = (n: string) => this.inner.get(n);
+  getRange = (n: string, o: number, l: number) => this.inner.getRange(n, o, l);
+  stat = (n: string) => this.inner.stat(n);
+  exists = (n: string) => this.inner.exists(n);
+  list = (p: string) => this.inner.list(p);
+  delete = (n: string) => this.inner.delete(n);
+  isNotFound = (e: unknown) => this.inner.isNotFound(e);
+}
+
+describe('shipCatalog streams', () => {
+  it('hands the copy to the target one frame at a time, never whole', async () => {
+    const { repo } = makeRepo();
+    repo.catalog.db.exec('CREATE TABLE dummy (id INTEGER PRIMARY KEY, b BLOB NOT NULL)');
+    const ins = repo.catalog.db.prepare('INSERT INTO dummy(id, b) VALUES (?, ?)');
+    repo.catalog.tx(() => {
+      for (let i = 0; i < 12; i++) ins.run(i, randomBytes(100_000));
+    });
+    const rec = new Recording(repo.target);
+    const streaming = openRepo(repo.root, { target: rec });
+    repos.push(streaming);
+    const pieceSize = 64 * 1024;
+    const r = await shipCatalog(streaming, { pieceSize });
+    expect(rec.puts).toEqual([CONFIG_OBJECT, r.manifestObject]);
+    const sizes = rec.streamed.get(r.dataObject)!;
+    expect(sizes).toEqual(r.manifest.frames);
+    expect(sizes.length).toBeGreaterThan(18);
+    // incompressible pieces: a frame is its piece plus zstd's few bytes of framing
+    expect(Math.max(...sizes)).toBeLessThan(pieceSize + 1024);
+  });
+
+  it('leaves no copy and no temporary file when the streamed put fails, and ships on the next try', async () => {
+    const { dir, repo } = makeRepo();
+    await shipCatalog(repo); // config.json and one copy
+    const before = (await listAll(repo.target, 'catalog/')).sort();
+    const faulty = new FaultyTarget(repo.target, { seed: 1, putBefore: 1 });
+    const failing = openRepo(repo.root, { target: faulty });
+    repos.push(failing);
+    await expect(shipCatalog(failing, { pieceSize: 4096 })).rejects.toMatchObject({ code: 'TARGET_IO' });
+    expect(faulty.injected.putBefore).toBe(1);
+    expect((await listAll(repo.target, 'catalog/')).sort()).toEqual(before);
+    const hidden = (d: string) => readdirSync(d).filter((f) => f.startsWith('.'));
+    expect(hidden(join(repo.settings.targetPath, 'catalog'))).toEqual([]);
+    expect(hidden(repo.root).filter((f) => f.startsWith('.ship-'))).toEqual([]);
+    faulty.enabled = false;
+    const r = await shipCatalog(failing, { pieceSize: 4096 });
+    const res = await recoverFromTarget(repo.settings.targetPath, join(dir, 'r2'));
+    expect(res.copy.name).toBe(r.manifest.base);
+  });
+
+  it('reads copies of any piece size, such as one zstd frame the zstd CLI wrote for the whole catalog', async () => {
+    const { dir, repo } = makeRepo();
+    repo.catalog.db.exec('CREATE TABLE dummy (id INTEGER PRIMARY KEY, b BLOB NOT NULL)');
+    const ins = repo.catalog.db.prepare('INSERT INTO dummy(id, b) VALUES (?, ?)');
+    repo.catalog.tx(() => {
+      for (let i = 0; i < 50; i++) ins.run(i, Buffer.from(`row ${i} `.repeat(500)));
+    });
+    const want = tableHash(repo.catalogPath);
+    const shipped = await shipCatalog(repo);
+    const raw = join(dir, 'raw.db');
+    await decodeCopyTo(repo.target, shipped.manifest, raw);
+    const z = runBytes('zstd', ['-1', '-c', raw]);
+    const base = '20991231T000000000Z-0000cafe';
+    const m = {
+      ...shipped.manifest,
+      base,
+      data: dataName(base),
+      pieceSize: shipped.manifest.rawSize,
+      frames: [z.length],
+      compressedSize: z.length,
+      compressedSha256: createHash('sha256').update(z).digest('hex'),
+    };
+    await repo.target.put(dataName(base), z);
+    await repo.target.put(manifestName(base), Buffer.from(JSON.stringify(m)));
+    const res = await recoverFromTarget(repo.settings.targetPath, join(dir, 'r2'));
+    expect(res.copy.name).toBe(base);
+    expect(res.skipped).toEqual([]);
+    expect(tableHash(join(dir, 'r2', CATALOG_FILE))).toBe(want);
+    const r2 = openRepo(join(dir, 'r2'));
+    repos.push(r2);
+    expect(r2.settings.repoId).toBe(repo.settings.repoId);
   });
 });
 
