@@ -22,10 +22,9 @@ import { createHash } from 'node:crypto';
 import { closeSync, fsyncSync, openSync, writeSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { errorsFor } from '../../parsers/errors.js';
-import { CODEC_ZSTD, decodeChunk, DEFAULT_ZSTD_LEVEL, MAX_CHUNK_LENGTH } from '../../transport/chunk-format.js';
+import { CODEC_ZSTD, decodeChunk, DEFAULT_ZSTD_LEVEL, encodeChunk, MAX_CHUNK_LENGTH } from '../../transport/codec.js';
 import type { Target } from '../../transport/targets/types.js';
-import { nativeCompressor } from '../../transport/zstd-native.js';
-import { type HeapCompressor, wasmCompressor } from '../../transport/zstd-wasm.js';
+import { wasmCompressor } from '../../transport/zstd-wasm.js';
 
 /**
  * Raw bytes per frame. zstd's fast levels look back well under 1 MiB, so a
@@ -55,15 +54,24 @@ export interface FrameStream {
   digest(): CopyDigest;
 }
 
-let compressor: HeapCompressor | undefined;
-/** Node's own zstd where it has one, else the WebAssembly build on its reused heap (as chunks are written). */
-function frameCompressor(): HeapCompressor {
-  compressor ??= nativeCompressor(wasmCompressor) ?? wasmCompressor();
-  return compressor;
-}
-
 /** At least ZSTD_compressBound: a piece always fits, even one that does not compress. */
 const frameBound = (n: number): number => n + (n >>> 7) + 512;
+
+/**
+ * One piece as one zstd frame (with the codec byte in front), by the chunk
+ * codec, so that a ship uses the fastest zstd build the backup has (native
+ * where there is one, WebAssembly otherwise). The codec stores a chunk that
+ * does not compress raw; a copy's frames are zstd whatever they hold, so such
+ * a piece (rare: database pages compress) is written by the WebAssembly build,
+ * with room for the frame whatever its size.
+ */
+function framePiece(piece: Uint8Array, level: number): Buffer {
+  const enc = encodeChunk({ hash: '', bytes: piece }, { level });
+  if (enc.codec === CODEC_ZSTD) return enc.stored;
+  const stored = wasmCompressor().compressPrefixed(piece, level, CODEC_ZSTD, frameBound(piece.length));
+  if (!stored) throw new RangeError(`zstd frame of ${piece.length} bytes exceeds its bound`); // our bug
+  return stored;
+}
 
 /**
  * Reads `path` piece by piece and compresses each piece into one zstd frame
@@ -94,9 +102,7 @@ export function compressFrames(path: string, pieceSize = DEFAULT_PIECE_SIZE, lev
         }
         const piece = buf.subarray(0, want);
         rawHash.update(piece);
-        const stored = frameCompressor().compressPrefixed(piece, level, CODEC_ZSTD, frameBound(want));
-        if (!stored) throw new RangeError(`zstd frame of ${want} bytes exceeds its bound`); // our bug
-        const frame = stored.subarray(1);
+        const frame = framePiece(piece, level).subarray(1);
         zHash.update(frame);
         lengths.push(frame.length);
         compressedSize += frame.length;
