@@ -3,10 +3,14 @@
  * and stores it raw otherwise (the format and the reading side are in
  * chunk-format.ts, re-exported here).
  *
- * zstd comes from @bokuweb/zstd-wasm (the reference C library built to
- * WebAssembly and shipped inside the npm package), through zstd-wasm.ts.
+ * zstd is the reference C library in whichever build is fastest here:
+ * Node's own (node:zlib, Node >= 22.15; zstd-native.ts), else the zstd-napi
+ * addon (zstd-napi.ts), else @bokuweb/zstd-wasm (zstd-wasm.ts), which is
+ * always there. `VDBAK_ZSTD=native|napi|wasm` picks one (tests, benchmarks).
+ * Every build writes the same format: one zstd frame that declares its size.
  */
 import { CODEC_RAW, CODEC_ZSTD, DEFAULT_ZSTD_LEVEL, type EncodedChunk, MAX_CHUNK_LENGTH } from './chunk-format.js';
+import { napiCompressor } from './zstd-napi.js';
 import { nativeCompressor } from './zstd-native.js';
 import { type HeapCompressor, wasmCompressor, zstdWasm } from './zstd-wasm.js';
 
@@ -15,16 +19,29 @@ export * from './chunk-format.js';
 // agent/ship/frames.ts calls the package's `compress` directly and relies on importing this module to start it
 zstdWasm();
 
-let chosen: HeapCompressor | undefined;
-/** Node's own zstd when it has one (zstd-native.ts), else the WebAssembly build. */
-function compressor(): HeapCompressor {
-  chosen ??= nativeCompressor(wasmCompressor) ?? wasmCompressor();
+export type ZstdBuild = 'native' | 'napi' | 'wasm';
+
+let chosen: { build: ZstdBuild; compressor: HeapCompressor } | undefined;
+/** Node's own zstd when it has one, else the zstd-napi addon when it loads, else the WebAssembly build. */
+function choose(): { build: ZstdBuild; compressor: HeapCompressor } {
+  if (chosen) return chosen;
+  const native = nativeCompressor(wasmCompressor);
+  const napi = native ? undefined : napiCompressor(wasmCompressor);
+  chosen = native
+    ? { build: 'native', compressor: native }
+    : napi
+      ? { build: 'napi', compressor: napi }
+      : { build: 'wasm', compressor: wasmCompressor() };
   return chosen;
 }
 
+function compressor(): HeapCompressor {
+  return (chosen ?? choose()).compressor;
+}
+
 /** Which zstd build writes frames in this process. */
-export function zstdBuild(): 'native' | 'wasm' {
-  return compressor() === wasmCompressor() ? 'wasm' : 'native';
+export function zstdBuild(): ZstdBuild {
+  return choose().build;
 }
 
 export interface EncodeOptions {

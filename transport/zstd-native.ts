@@ -4,7 +4,7 @@
  * The same reference library as the WebAssembly build, compiled natively:
  * ~1.5× faster at level 1 on the backup benchmark's text (246 against 166
  * MB/s with Node 22.15 on this machine; the zstd CLI does 274). Node 20 has
- * none, and zstd-wasm.ts stays the fallback. The format does not change: a
+ * none: there zstd-napi.ts or zstd-wasm.ts writes the frames. The format does not change: a
  * frame is a zstd frame whichever build wrote it, and every frame is checked
  * to declare its content size (as decodeChunk requires) before it is used;
  * one that does not is written again by the WebAssembly build (`fallback`).
@@ -21,12 +21,13 @@ interface NativeZstd {
 /** Output buffer per call: one piece for a chunk of up to this size (Node's default is 16 KiB pieces, copied together). */
 const OUTPUT_CHUNK = 1 << 20;
 
-/** The native compressor, or undefined when this Node has no zstd (or VDBAK_ZSTD=wasm asks for the other). */
+/** The native compressor, or undefined when this Node has no zstd (or VDBAK_ZSTD asks for another build). */
 export function nativeCompressor(fallback: () => HeapCompressor): HeapCompressor | undefined {
   const z = zlib as unknown as Partial<NativeZstd>;
   const levelParam = z.constants?.ZSTD_c_compressionLevel;
   if (typeof z.zstdCompressSync !== 'function' || levelParam === undefined) return undefined;
-  if (process.env.VDBAK_ZSTD === 'wasm') return undefined;
+  const wanted = process.env.VDBAK_ZSTD;
+  if (wanted !== undefined && wanted !== '' && wanted !== 'native') return undefined;
   const compress = z.zstdCompressSync.bind(zlib);
   const frame = (input: Uint8Array, level: number): Buffer | undefined => {
     const f = compress(input, { chunkSize: OUTPUT_CHUNK, params: { [levelParam]: level } });
