@@ -91,6 +91,7 @@ function counting(inner: Target): Target & { ranges: number; bytes: number } {
     bytes: 0,
     location: inner.location,
     put: (n: string, b: Uint8Array) => inner.put(n, b),
+    putStream: (n: string, s: AsyncIterable<Uint8Array>) => inner.putStream(n, s),
     get: async (n: string) => {
       const b = await inner.get(n);
       t.bytes += b.length;
