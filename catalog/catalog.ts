@@ -11,10 +11,12 @@
 import Database from 'better-sqlite3';
 import { MIGRATIONS, SCHEMA_SQL, SCHEMA_VERSION } from './schema.js';
 import {
+  type ContentKey,
   decodeHashes,
   decodeRuns,
   encodeHashes,
   encodeRuns,
+  encodeRunsTransient,
   HASH_BYTES,
   joinPath,
   splitPath,
@@ -139,6 +141,11 @@ function toVersion(r: Row): VersionRow {
 /** "version is in backup ?" for a versions row aliased v; binds the backup id twice. */
 const IN_BACKUP = 'v.first_backup <= ? AND (v.last_backup IS NULL OR v.last_backup > ?)';
 
+/** A statement shape for st(): the first column only, as a number (ids stay far below 2^53). */
+const ID_ONLY = 'id-only';
+/** Seen ids gathered before one insert writes them. */
+const SEEN_FLUSH = 4096;
+
 export interface OpenCatalogOptions {
   readonly?: boolean;
   /** Create the schema when the file is new. */
@@ -148,6 +155,8 @@ export interface OpenCatalogOptions {
 export class Catalog {
   readonly db: Database.Database;
   private dirCache = new Map<string, number>();
+  /** Seen version ids not yet in temp.seen (markSeen). */
+  private seenIds: number[] = [];
   /** Prepared statements by SQL text: preparing costs more than running most of these queries. */
   private readonly stmts = new Map<string, Database.Statement>();
 
@@ -192,10 +201,12 @@ export class Catalog {
     return cat;
   }
 
-  private st(sql: string): Database.Statement {
+  private st(sql: string, shape?: typeof ID_ONLY): Database.Statement {
     let s = this.stmts.get(sql);
     if (!s) {
       s = this.db.prepare(sql);
+      // one small integer back, no BigInt and no row object per call
+      if (shape === ID_ONLY) s.pluck().safeIntegers(false);
       this.stmts.set(sql, s);
     }
     return s;
@@ -311,6 +322,7 @@ export class Catalog {
    */
   completeBackup(backupId: number, stats: Record<string, unknown>, nowMs = Date.now()): void {
     this.tx(() => {
+      this.flushSeen();
       this.st(
         `UPDATE versions SET last_backup = ?
            WHERE last_backup IS NULL AND first_backup < ?
@@ -324,6 +336,7 @@ export class Catalog {
       );
     });
     this.db.exec('DELETE FROM temp.seen');
+    this.seenIds = [];
   }
 
   /** Marks a backup failed and drops what it wrote (nothing of it was ever visible). */
@@ -452,6 +465,8 @@ export class Catalog {
   rollback(): void {
     if (this.db.inTransaction) this.db.exec('ROLLBACK');
     this.dirCache.clear();
+    // as temp.seen's rows of the rolled-back batch are gone
+    this.seenIds = [];
   }
 
   /** The id of a directory path of a volume, created on first use. */
@@ -481,13 +496,56 @@ export class Catalog {
     return r ? toVersion(r) : undefined;
   }
 
+  /**
+   * Marks the current version of `path` seen when it holds what `key` says
+   * (records.ts sameContent), was read without error and has no named
+   * streams; true when it did. The comparison runs in SQLite and only the
+   * id comes back: this is the inner loop of a backup of an unchanged volume.
+   */
+  keepIfSame(volumeId: number, path: string, key: ContentKey): boolean {
+    const { dir, name } = splitPath(path);
+    const id = this.st(
+      `SELECT v.id FROM dirs d CROSS JOIN versions v ON v.dir_id = d.id
+         WHERE d.volume_id = ? AND d.path = ? AND v.volume_id = d.volume_id AND v.name = ? AND v.last_backup IS NULL
+           AND v.fs_id = ? AND v.type = ? AND v.size = ? AND v.mtime_ns = ? AND v.ctime_ns = ? AND v.btime_ns IS ?
+           AND v.link_target IS ? AND v.runs IS ? AND v.streams IS NULL
+           AND (v.meta IS NULL OR json_extract(v.meta, '$.readError') IS NULL)
+           AND NOT EXISTS (SELECT 1 FROM backups b WHERE b.id = v.first_backup AND b.state <> 'complete')`,
+      ID_ONLY,
+    ).get(
+      volumeId,
+      dir,
+      name,
+      key.fsId,
+      key.type,
+      key.size,
+      key.mtimeNs,
+      key.ctimeNs,
+      key.btimeNs ?? null,
+      key.linkTarget ?? null,
+      key.runs && key.runs.length ? encodeRunsTransient(key.runs) : null,
+    ) as number | undefined;
+    if (id === undefined) return false;
+    this.markSeen(id);
+    return true;
+  }
+
   /** Records that backup in progress saw an unchanged version (it stays open). */
   markSeen(versionId: number): void {
-    this.st('INSERT OR IGNORE INTO temp.seen(id) VALUES (?)').run(versionId);
+    this.seenIds.push(versionId);
+    if (this.seenIds.length >= SEEN_FLUSH) this.flushSeen();
+  }
+
+  /** Writes the seen ids gathered so far into temp.seen: one statement for many (a statement per id costs more than the check). */
+  private flushSeen(): void {
+    if (this.seenIds.length === 0) return;
+    this.st('INSERT OR IGNORE INTO temp.seen(id) SELECT value FROM json_each(?)').run(JSON.stringify(this.seenIds));
+    this.seenIds = [];
   }
 
   /** Prepares the per-connection scratch table of seen versions for one backup. */
   startSeen(): void {
+    this.seenIds = [];
     this.db.exec('CREATE TEMP TABLE IF NOT EXISTS seen (id INTEGER PRIMARY KEY); DELETE FROM temp.seen;');
   }
 

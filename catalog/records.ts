@@ -58,18 +58,54 @@ export interface VersionRow extends VersionRecord {
 
 const RUN_BYTES = 25;
 const HOLE = -1n;
+const TWO_32 = 2 ** 32;
+/** Runs encodeRunsTransient encodes in its kept buffer; longer lists get a buffer of their own. */
+const TRANSIENT_RUNS = 2048;
+
+/** A u64/i64 as two u32 halves (no BigInt per value, cheap even before the JIT warms up); BigInt otherwise. */
+function put64(dv: DataView, at: number, x: number, signed: boolean): void {
+  if (x >= 0 && x <= Number.MAX_SAFE_INTEGER && Number.isInteger(x)) {
+    dv.setUint32(at, x % TWO_32, true);
+    dv.setUint32(at + 4, Math.floor(x / TWO_32), true);
+  } else {
+    // Buffer's writers reject what the format cannot hold (a negative u64, a fraction); DataView's would wrap
+    const b = Buffer.from(dv.buffer, dv.byteOffset, dv.byteLength);
+    if (signed) b.writeBigInt64LE(BigInt(x), at);
+    else b.writeBigUInt64LE(BigInt(x), at);
+  }
+}
+
+function writeRuns(dv: DataView, runs: readonly RunRecord[]): void {
+  for (let i = 0; i < runs.length; i++) {
+    const r = runs[i]!;
+    const at = i * RUN_BYTES;
+    put64(dv, at, r.fileOffset, false);
+    if (r.volumeOffset === null) dv.setBigInt64(at + 8, HOLE, true);
+    else put64(dv, at + 8, r.volumeOffset, true);
+    put64(dv, at + 16, r.length, false);
+    dv.setUint8(at + 24, r.unwritten ? 1 : 0);
+  }
+}
 
 /** Runs as a BLOB: per run u64 file offset, i64 volume offset (-1 = hole), u64 length, u8 flags. */
 export function encodeRuns(runs: readonly RunRecord[]): Buffer {
   const b = Buffer.alloc(runs.length * RUN_BYTES);
-  runs.forEach((r, i) => {
-    const at = i * RUN_BYTES;
-    b.writeBigUInt64LE(BigInt(r.fileOffset), at);
-    b.writeBigInt64LE(r.volumeOffset === null ? HOLE : BigInt(r.volumeOffset), at + 8);
-    b.writeBigUInt64LE(BigInt(r.length), at + 16);
-    b.writeUInt8(r.unwritten ? 1 : 0, at + 24);
-  });
+  writeRuns(new DataView(b.buffer, b.byteOffset, b.byteLength), runs);
   return b;
+}
+
+const transient = Buffer.alloc(TRANSIENT_RUNS * RUN_BYTES);
+const transientView = new DataView(transient.buffer, transient.byteOffset, transient.byteLength);
+
+/**
+ * encodeRuns into one kept buffer: the bytes are valid until the next call,
+ * for binding to a statement (SQLite copies them). Saves an allocation per
+ * file in the unchanged-file check.
+ */
+export function encodeRunsTransient(runs: readonly RunRecord[]): Buffer {
+  if (runs.length > TRANSIENT_RUNS) return encodeRuns(runs);
+  writeRuns(transientView, runs);
+  return transient.subarray(0, runs.length * RUN_BYTES);
 }
 
 export function decodeRuns(b: Uint8Array): RunRecord[] {
@@ -112,6 +148,21 @@ export function splitPath(path: string): { dir: string; name: string } {
 export function joinPath(dir: string, name: string): string {
   if (dir === '') return name === '' ? '/' : `/${name}`;
   return dir === '/' ? `/${name}` : `${dir}/${name}`;
+}
+
+/**
+ * What decides "unchanged" for an entry without named streams (sameContent
+ * without the streams): Catalog.keepIfSame compares it inside SQLite.
+ */
+export interface ContentKey {
+  fsId: string;
+  type: string;
+  size: number;
+  mtimeNs: bigint;
+  ctimeNs: bigint;
+  btimeNs?: bigint;
+  linkTarget?: string;
+  runs?: readonly RunRecord[];
 }
 
 /** Equality of what decides "unchanged": the stable id, size, times and data runs. */

@@ -184,6 +184,11 @@ export function volumeName(diskIndex: number, partIndex: number): string {
   return `d${diskIndex}p${partIndex}`;
 }
 
+/** A file whose content is not the bytes at its runs (compressed, encrypted). */
+function contentNotOnDisk(e: FsEntry): boolean {
+  return e.type === 'file' && !!e.flags?.some((f) => NOT_ON_DISK_FLAGS.includes(f));
+}
+
 function toRecord(e: FsEntry, runs: DataRun[] | undefined): VersionRecord {
   const meta: Record<string, unknown> = {};
   if (e.flags?.length) meta.flags = e.flags;
@@ -191,7 +196,7 @@ function toRecord(e: FsEntry, runs: DataRun[] | undefined): VersionRecord {
   if (e.ownerSid) meta.ownerSid = e.ownerSid;
   if (e.reparseTag !== undefined) meta.reparseTag = e.reparseTag;
   // the disk rebuild must not write such content over its clusters: their bytes are in the regions
-  if (e.type === 'file' && e.flags?.some((f) => NOT_ON_DISK_FLAGS.includes(f))) meta.contentNotOnDisk = true;
+  if (contentNotOnDisk(e)) meta.contentNotOnDisk = true;
   if (e.shortName) meta.shortName = e.shortName;
   if (e.rdev !== undefined) meta.rdev = e.rdev;
   if (e.xattrs?.length) {
@@ -224,9 +229,14 @@ function* onDiskRanges(runs: readonly (DataRun | RunRecord)[]): Generator<ByteRa
   }
 }
 
-/** A file's on-disk runs into the disk's list, cut to its volume. */
+/** A file's on-disk runs into the disk's list, cut to its volume (onDiskRanges + shifted, without their generators: once per file). */
 function addRuns(into: FileRuns, runs: readonly DataRun[], volumeOffset: number, volumeLength: number): void {
-  for (const r of shifted(onDiskRanges(runs), volumeOffset, volumeLength)) into.add(r.offset, r.length);
+  for (const r of runs) {
+    if (r.volumeOffset === null || r.unwritten || !(r.length > 0)) continue;
+    const s = Math.max(0, r.volumeOffset);
+    const e = Math.min(volumeLength, r.volumeOffset + r.length);
+    if (e > s) into.add(s + volumeOffset, e - s);
+  }
 }
 
 /** Volumes that share bytes with another (a hostile or broken partition table). */
@@ -371,18 +381,35 @@ class BackupRun {
           this.warn(`${ov.device.name}:${e.path}: runs: ${describe(err)}`);
         }
       }
-      const record = toRecord(e, runs);
-      const cur = this.cat.currentVersion(volumeId, e.path);
       // content stored that equals the bytes at its runs: those runs are no region
-      const onDisk = disk && runs && !record.meta?.contentNotOnDisk ? runs : undefined;
-      if (cur && !cur.meta?.readError && sameContent(cur, record)) {
+      const onDisk = disk && runs && !contentNotOnDisk(e) ? runs : undefined;
+      // the record is built only for an entry that is written (most of an unchanged volume is not)
+      let record: VersionRecord | undefined;
+      let same: boolean;
+      if (e.streams?.length) {
+        record = toRecord(e, runs);
+        same = this.keepIfSameRecord(volumeId, e.path, record);
+      } else {
+        same = this.cat.keepIfSame(volumeId, e.path, {
+          fsId: e.id,
+          type: e.type,
+          size: e.size,
+          mtimeNs: e.mtimeNs,
+          ctimeNs: e.ctimeNs,
+          btimeNs: e.birthtimeNs,
+          linkTarget: e.linkTarget,
+          runs,
+        });
+      }
+      if (same) {
         if (onDisk) addRuns(disk!.runs, onDisk, ov.volume.offset, ov.volume.length);
-        this.cat.markSeen(cur.id);
         this.stats.unchanged++;
-        this.writer.tick();
+        // only temp.seen was written: no reason to commit (an fsync) sooner than by time
+        this.writer.tick(0);
         this.progress();
         continue;
       }
+      record ??= toRecord(e, runs);
       this.stats.changed++;
       const parts: { stream?: string; size: number }[] = [];
       if (e.type === 'file' && e.size > 0) parts.push({ size: e.size });
@@ -625,9 +652,7 @@ class BackupRun {
       this.stats.entries++;
       this.stats.files++;
       this.stats.bytesScanned += f.size;
-      const cur = this.cat.currentVersion(volumeId, path);
-      if (cur && !cur.meta?.readError && sameContent(cur, record)) {
-        this.cat.markSeen(cur.id);
+      if (this.keepIfSameRecord(volumeId, path, record)) {
         this.stats.unchanged++;
         this.writer.tick();
         continue;
@@ -678,6 +703,14 @@ class BackupRun {
       closeSync(fd);
     }
     return hashes;
+  }
+
+  /** Marks the current version seen when it holds the same content as `record` and was read without error. */
+  private keepIfSameRecord(volumeId: number, path: string, record: VersionRecord): boolean {
+    const cur = this.cat.currentVersion(volumeId, path);
+    if (!cur || cur.meta?.readError || !sameContent(cur, record)) return false;
+    this.cat.markSeen(cur.id);
+    return true;
   }
 
   /** Marks the current version seen when it is the same, else inserts the record. */

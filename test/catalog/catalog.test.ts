@@ -14,6 +14,7 @@ import {
   decodeRuns,
   encodeHashes,
   encodeRuns,
+  encodeRunsTransient,
   sameContent,
   splitPath,
   type VersionRecord,
@@ -100,6 +101,88 @@ describe('records', () => {
     ]) {
       expect(sameContent(a, rec(change))).toBe(false);
     }
+  });
+});
+
+describe('keepIfSame: the unchanged check in SQL', () => {
+  let n = 0;
+  /** A complete backup holding `stored` at a new path; then a running backup asks keepIfSame there with `key`. */
+  function check(stored: VersionRecord, key: VersionRecord): boolean {
+    const path = `/f${n++}`;
+    backup({ [path]: stored });
+    cat.beginBackup(vm, process.pid, 'h');
+    cat.startSeen();
+    return cat.keepIfSame(vol, path, key);
+  }
+
+  it('agrees with sameContent on every field that decides, and ignores the rest', () => {
+    const base = rec({ btimeNs: 1_600_000_000_000_000_001n, linkTarget: undefined });
+    const variants: Partial<VersionRecord>[] = [
+      {},
+      { atimeNs: 5n, mode: 0o600, uid: 7, gid: 8, nlink: 3, chunks: [H('f')], meta: { attributes: 32 } },
+      { fsId: '13' },
+      { type: 'symlink' },
+      { size: 6 },
+      { mtimeNs: base.mtimeNs + 1n },
+      { ctimeNs: base.ctimeNs + 1n },
+      { btimeNs: undefined },
+      { btimeNs: base.btimeNs! + 1n },
+      { linkTarget: 'x' },
+      { runs: [{ fileOffset: 0, volumeOffset: 8192, length: 4096 }] },
+      { runs: [{ fileOffset: 0, volumeOffset: 4096, length: 4096, unwritten: true }] },
+      { runs: [] },
+      { runs: undefined },
+    ];
+    for (const change of variants) {
+      const key = rec({ ...base, ...change });
+      expect(
+        check(base, key),
+        JSON.stringify(change, (_k, v: unknown) => (typeof v === 'bigint' ? String(v) : v)),
+      ).toBe(sameContent(base, key));
+    }
+    // a stored version without runs matches a key with an empty list (both are "no runs")
+    expect(check(rec({ runs: undefined }), rec({ runs: [] }))).toBe(true);
+  });
+
+  it('never keeps a version whose read failed, one with named streams, or one of an unfinished backup', () => {
+    expect(check(rec({ meta: { readError: { code: 'X', message: 'y' } } }), rec())).toBe(false);
+    expect(check(rec({ meta: { attributes: 1 } }), rec())).toBe(true);
+    expect(check(rec({ streams: [{ name: 's', size: 1, chunks: [] }] }), rec())).toBe(false);
+    const b = cat.beginBackup(vm, process.pid, 'h');
+    cat.insertVersion(vol, '/g', b, rec());
+    expect(cat.keepIfSame(vol, '/g', rec())).toBe(false);
+  });
+
+  it('marks what it keeps seen: completing closes only the others', () => {
+    const b1 = backup({ '/a': rec(), '/b': rec(), '/c': rec() });
+    const b2 = cat.beginBackup(vm, process.pid, 'h');
+    cat.addBackupVolume(b2, vol, { offset: 0, length: 1 << 20, mode: 'files', fsType: 'ext' });
+    cat.startSeen();
+    expect(cat.keepIfSame(vol, '/a', rec())).toBe(true);
+    expect(cat.keepIfSame(vol, '/b', rec({ size: 9 }))).toBe(false);
+    cat.completeBackup(b2, {});
+    expect(cat.list(b2, vol, '/').map((v) => v.name)).toEqual(['a']);
+    expect(cat.list(b1, vol, '/').map((v) => v.name)).toEqual(['a', 'b', 'c']);
+  });
+
+  it('encodes runs into its kept buffer exactly as encodeRuns does', () => {
+    const runs = [
+      { fileOffset: 0, volumeOffset: 2 ** 52 + 3, length: 2 ** 33 + 1 },
+      { fileOffset: 2 ** 33 + 1, volumeOffset: null, length: 4096 },
+      { fileOffset: 2 ** 33 + 4097, volumeOffset: 0, length: 1, unwritten: true },
+    ];
+    const fresh = encodeRuns(runs);
+    expect(Buffer.compare(encodeRunsTransient(runs), fresh)).toBe(0);
+    expect(decodeRuns(fresh)).toEqual(runs);
+    // longer than the kept buffer: a buffer of its own
+    const many = Array.from({ length: 5000 }, (_, i) => ({
+      fileOffset: i * 4096,
+      volumeOffset: i * 8192,
+      length: 4096,
+    }));
+    expect(decodeRuns(encodeRunsTransient(many))).toEqual(many);
+    expect(() => encodeRuns([{ fileOffset: -1, volumeOffset: 0, length: 1 }])).toThrow(RangeError);
+    expect(() => encodeRuns([{ fileOffset: 0.5, volumeOffset: 0, length: 1 }])).toThrow(RangeError);
   });
 });
 
