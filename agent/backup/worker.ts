@@ -97,6 +97,20 @@ function stackFor(task: ReadTask): DiskStack {
   return s;
 }
 
+let chunker: ContentChunker | undefined;
+/**
+ * The thread's chunker, kept across items and tasks so its carry areas are
+ * allocated once. Every chunk is hashed and encoded (copied) before the next
+ * read, so views are safe.
+ */
+function chunkerFor(sizes: ChunkSizes): ContentChunker {
+  const s = chunker?.sizes;
+  if (!chunker || s?.minSize !== sizes.minSize || s.avgSize !== sizes.avgSize || s.maxSize !== sizes.maxSize) {
+    chunker = new ContentChunker(sizes, { views: true });
+  }
+  return chunker;
+}
+
 function known(catalogPath: string, hash: string): boolean {
   if (!catalog || catalog.path !== catalogPath) {
     catalog?.db.close();
@@ -140,8 +154,7 @@ function checkRange(task: ReadTask, device: BlockDevice, r: { offset: number; le
 
 function processItem(task: ReadTask, stack: DiskStack, item: TaskItem, seen: Set<string>): ItemResult {
   const result: ItemResult = { key: item.key, chunks: [], encoded: [], bytesRead: 0 };
-  // every chunk is hashed and encoded before the next read, and each read is a fresh buffer: views are safe
-  const chunker = new ContentChunker(task.chunkSizes, { views: true });
+  const chunker = chunkerFor(task.chunkSizes);
   const take = (list: ReturnType<ContentChunker['push']>): void => {
     for (const c of list) {
       result.chunks.push({ hash: c.hash, length: c.length });
@@ -178,6 +191,7 @@ function processItem(task: ReadTask, stack: DiskStack, item: TaskItem, seen: Set
     }
     take(chunker.end());
   } catch (e) {
+    chunker.reset();
     result.error = serialize(e, vol?.device.name ?? task.image);
     result.chunks = [];
     result.encoded = [];

@@ -206,7 +206,7 @@ export interface ChunkRef {
   hash: string;
 }
 
-/** A finished chunk with its bytes (a private copy: the caller may keep it). */
+/** A finished chunk with its bytes (a private copy the caller may keep, unless it asked for views). */
 export interface Chunk extends ChunkRef {
   bytes: Buffer;
 }
@@ -221,24 +221,36 @@ export function sha256Hex(bytes: Uint8Array): string {
 export interface ContentChunkerOptions {
   /**
    * A chunk that lies wholly inside one pushed buffer is returned as a view
-   * on it instead of a copy. For callers that use each chunk before they
-   * touch the buffer again (the backup worker reads into a fresh buffer per
-   * call): most chunks then cost no copy at all.
+   * on it instead of a copy, and one that spans pushes as a view on the
+   * chunker's own area. For callers that use each chunk before they push or
+   * end again (the backup worker hashes and encodes every chunk of a read
+   * before the next read): no chunk then costs an allocation.
    */
   views?: boolean;
 }
 
+/** Smallest carry area (views mode), so short tails do not grow it step by step. */
+const MIN_CARRY = 64 * KiB;
+
 /**
  * Streaming chunker that yields whole chunks with their SHA-256. Memory is
- * bounded by `maxSize` (the chunk in progress). Buffers passed to `push` are
- * copied where they must be kept, so the caller may reuse its read buffer
- * (unless it asked for views).
+ * bounded by `maxSize` (the chunk in progress; twice that with views). Bytes
+ * passed to `push` are copied where they must be kept, so the caller may
+ * reuse its read buffer.
  */
 export class ContentChunker {
   private readonly cdc: CdcChunker;
   private readonly views: boolean;
+  /** Copy mode: the kept pieces of the chunk in progress. */
   private pending: Buffer[] = [];
   private pendingLength = 0;
+  /**
+   * Views mode: the chunk in progress lies in `carry[active]`. Two areas used
+   * in turn: a chunk emitted from one stays intact while the tail of the same
+   * push is kept in the other.
+   */
+  private readonly carry: Buffer[] = [Buffer.alloc(0), Buffer.alloc(0)];
+  private active = 0;
   /** Stream offset of the chunk in progress. */
   private offset = 0;
 
@@ -259,10 +271,7 @@ export class ContentChunker {
       out.push(this.emit(data.subarray(pos, pos + take), length));
       pos += take;
     }
-    if (pos < data.length) {
-      this.pending.push(Buffer.from(data.subarray(pos)));
-      this.pendingLength += data.length - pos;
-    }
+    if (pos < data.length) this.keep(data.subarray(pos));
     return out;
   }
 
@@ -273,10 +282,42 @@ export class ContentChunker {
     return out;
   }
 
+  /** Drops the stream in progress (after a failed read): the next push starts a new stream. */
+  reset(): void {
+    this.cdc.finish();
+    this.pending = [];
+    this.pendingLength = 0;
+    this.offset = 0;
+  }
+
+  private keep(bytes: Uint8Array): void {
+    if (this.views) {
+      this.area(this.pendingLength + bytes.length).set(bytes, this.pendingLength);
+    } else {
+      this.pending.push(Buffer.from(bytes));
+    }
+    this.pendingLength += bytes.length;
+  }
+
+  /** The active carry area, grown (keeping the bytes in progress) to hold `need` bytes; never past `maxSize`. */
+  private area(need: number): Buffer {
+    const a = this.carry[this.active]!;
+    if (a.length >= need) return a;
+    const grown = Buffer.allocUnsafeSlow(Math.min(this.cdc.sizes.maxSize, Math.max(need, 2 * a.length, MIN_CARRY)));
+    a.copy(grown, 0, 0, this.pendingLength);
+    this.carry[this.active] = grown;
+    return grown;
+  }
+
   private emit(tail: Uint8Array, length: number): Chunk {
     let bytes: Buffer;
-    if (this.pending.length === 0) {
+    if (this.pendingLength === 0) {
       bytes = this.views ? Buffer.from(tail.buffer, tail.byteOffset, tail.byteLength) : Buffer.from(tail);
+    } else if (this.views) {
+      const a = this.area(length);
+      a.set(tail, this.pendingLength);
+      bytes = a.subarray(0, length);
+      this.active ^= 1; // this chunk's bytes stay put until the next push
     } else if (this.pending.length === 1 && tail.length === 0) {
       bytes = this.pending[0]!; // already a private copy
     } else {

@@ -202,6 +202,18 @@ describe('ContentChunker with views', () => {
     expect(copied).toBeGreaterThan(0);
   });
 
+  it('reset drops a stream cut short: the next stream starts at offset 0 with the same chunks as alone', () => {
+    const a = randomBuffer(300_000, 3);
+    const b = randomBuffer(500_000, 4);
+    for (const views of [true, false]) {
+      const c = new ContentChunker(SMALL, { views });
+      c.push(a); // a read that failed half way: its tail is still held
+      c.reset();
+      const got = [...c.push(b.subarray(0, 123_456)), ...c.push(b.subarray(123_456)), ...c.end()];
+      expect(got.map(({ offset, length, hash }) => ({ offset, length, hash }))).toEqual(chunkBuffer(b, SMALL));
+    }
+  });
+
   it('a tail kept across pushes is a private copy even with views', () => {
     const data = randomBuffer(200_000, 2);
     const c = new ContentChunker(SMALL, { views: true });
