@@ -10,6 +10,7 @@
  */
 import Database from 'better-sqlite3';
 import { MIGRATIONS, SCHEMA_SQL, SCHEMA_VERSION } from './schema.js';
+import { sqliteAddonPath } from './sqlite-addon.js';
 import {
   type ContentKey,
   decodeHashes,
@@ -168,7 +169,11 @@ export class Catalog {
   }
 
   static open(path: string, opts: OpenCatalogOptions = {}): Catalog {
-    const db = new Database(path, { readonly: !!opts.readonly, fileMustExist: !opts.create });
+    const db = new Database(path, {
+      readonly: !!opts.readonly,
+      fileMustExist: !opts.create,
+      nativeBinding: sqliteAddonPath(),
+    });
     db.defaultSafeIntegers(true);
     if (!opts.readonly) {
       db.pragma('journal_mode = WAL');
