@@ -87,7 +87,10 @@ const SUMMARY_NAME_WIDTH = 16;
 
 const CLEAR_LINE = '\r\x1b[2K';
 const ELLIPSIS = '…';
-const COUNT = new Intl.NumberFormat('en-US', { maximumFractionDigits: 0 });
+/** Made on first use: ICU's number formatter costs ~10 ms to build, and a command that prints no count should not pay it. */
+let countFormat: Intl.NumberFormat | undefined;
+const groupedCount = (n: number): string =>
+  (countFormat ??= new Intl.NumberFormat('en-US', { maximumFractionDigits: 0 })).format(n);
 
 // ---------------------------------------------------------------- formatting
 
@@ -130,7 +133,7 @@ export function formatRate(bytesPerSecond: number | undefined): string {
 }
 
 function formatCount(n: number): string {
-  return Number.isFinite(n) ? COUNT.format(n) : '?';
+  return Number.isFinite(n) ? groupedCount(n) : '?';
 }
 
 /**
@@ -148,7 +151,7 @@ export function formatRatio(r: number): string {
   if (!Number.isFinite(r)) return '?';
   if (r < 10) return `${r.toFixed(2)}x`;
   if (r < 100) return `${r.toFixed(1)}x`;
-  return `${COUNT.format(Math.round(r))}x`;
+  return `${groupedCount(Math.round(r))}x`;
 }
 
 // ---------------------------------------------------------------- terminal text
