@@ -6,9 +6,9 @@ import { existsSync, statSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { isVdbakError } from '../parsers/errors.js';
 import { DAEMON_USAGE, UsageError } from './commands/usage.js';
-import { VERSION } from './version.js';
 
-const USAGE = `vdbak ${VERSION} — agentless VM backup
+/** The usage text; the version is read from package.json only when it is shown. */
+const usage = async (): Promise<string> => `vdbak ${(await import('./version.js')).VERSION} — agentless VM backup
 
 Repository (--repo DIR on every command, else $VDBAK_REPO, else /var/lib/vdbak):
   vdbak init [--target PATH] [--chunk-min N --chunk-avg N --chunk-max N] [--pack-size N]
@@ -115,15 +115,15 @@ async function diskCommand(cmd: string, rest: string[]): Promise<number> {
 export async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
   if (!cmd || cmd === 'help' || cmd === '--help' || cmd === '-h') {
-    process.stdout.write(USAGE);
+    process.stdout.write(await usage());
     return cmd ? 0 : 2;
   }
   if (cmd === '--version' || cmd === 'version') {
-    process.stdout.write(`${VERSION}\n`);
+    process.stdout.write(`${(await import('./version.js')).VERSION}\n`);
     return 0;
   }
   if (rest.includes('--help') || rest.includes('-h')) {
-    process.stdout.write(USAGE);
+    process.stdout.write(await usage());
     return 0;
   }
   const firstPositional = rest.find((a) => !a.startsWith('-'));
@@ -140,7 +140,7 @@ export async function main(argv: string[]): Promise<number> {
     case 'init':
       return (await import('./commands/repo.js')).cmdInit(rest);
     case 'backup':
-      return (await import('./commands/repo.js')).cmdBackup(rest);
+      return (await import('./commands/backup.js')).cmdBackup(rest);
     case 'backups':
       return (await import('./commands/repo.js')).cmdBackups(rest);
     case 'find':
@@ -184,12 +184,12 @@ main(process.argv.slice(2)).then(
   (code) => {
     process.exitCode = code;
   },
-  (e: unknown) => {
+  async (e: unknown) => {
     if (
       e instanceof UsageError ||
       (e instanceof TypeError && (e as { code?: string }).code?.startsWith('ERR_PARSE_ARGS'))
     ) {
-      process.stderr.write(`vdbak: ${e.message}\n\n${USAGE}`);
+      process.stderr.write(`vdbak: ${e.message}\n\n${await usage()}`);
       process.exitCode = 2;
     } else if (isVdbakError(e)) {
       process.stderr.write(`vdbak: ${e.message}\n`);
