@@ -29,6 +29,7 @@
  */
 import * as crypto from 'node:crypto';
 import { createHash } from 'node:crypto';
+import { type GearScanner, jsGearScanner, wasmGearScanner } from './gear-scan.js';
 
 export interface ChunkSizes {
   /** No cut before this many bytes (except the last chunk of a stream). */
@@ -100,6 +101,13 @@ export const GEAR: Readonly<Int32Array> = Int32Array.from([
   0x1b9d1704, 0x15a1650f, 0x699383db, 0x709c0c47,
 ]);
 
+let scanner: GearScanner | undefined;
+/** The thread's gear loop: WebAssembly where there is one (gear-scan.ts), else JavaScript. */
+function gearScanner(): GearScanner {
+  scanner ??= wasmGearScanner(GEAR) ?? jsGearScanner(GEAR);
+  return scanner;
+}
+
 /** A mask of `bits` ones in the top bits of a 32-bit word, as a signed int. */
 function topMask(bits: number): number {
   return (((1 << bits) - 1) << (32 - bits)) | 0;
@@ -150,7 +158,7 @@ export class CdcChunker {
   update(data: Uint8Array): number[] {
     const cuts: number[] = [];
     const { minSize, avgSize, maxSize } = this.sizes;
-    const gear = GEAR;
+    const scanner = gearScanner();
     const len = data.length;
     let n = this.n;
     let h = this.h;
@@ -165,16 +173,10 @@ export class CdcChunker {
       const beforeAvg = n < avgSize;
       const mask = beforeAvg ? this.maskS : this.maskL;
       const end = Math.min(len, i + ((beforeAvg ? avgSize : maxSize) - n));
-      let j = i;
-      let hit = false;
-      while (j < end) {
-        h = ((h << 1) + gear[data[j]!]!) | 0;
-        j++;
-        if ((h & mask) === 0) {
-          hit = true;
-          break;
-        }
-      }
+      const cut = scanner.scan(data, i, end, h, mask);
+      const hit = cut >= 0;
+      const j = hit ? cut : end;
+      h = scanner.h;
       n += j - i;
       i = j;
       if (hit || n === maxSize) {

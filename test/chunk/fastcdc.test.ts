@@ -65,6 +65,17 @@ describe('FastCDC boundaries', () => {
     for (const f of feeds) expect(feedInPieces(data, SMALL, f)).toEqual(whole);
   });
 
+  it('are the pinned cut points of a fixed input (the same data must chunk the same in every version)', () => {
+    const data = Buffer.concat([randomBuffer(24 << 20, 42), Buffer.alloc(9 << 20), randomBuffer(3 << 20, 43)]);
+    const digest = (cuts: number[]) => createHash('sha256').update(cuts.join(',')).digest('hex');
+    const byDefault = chunkLengths(data, DEFAULT_CHUNK_SIZES);
+    expect(byDefault.length).toBe(49);
+    expect(digest(byDefault)).toBe('244a9f2119061f9417ff5d7c8e34caabe4e271c8cfe490c380e62d8f348f5d70');
+    const small = chunkLengths(data.subarray(0, 4 << 20), SMALL);
+    expect(small.length).toBe(452);
+    expect(digest(small)).toBe('ff7e5bd15669da32c5cea655e82bbd5525677756c8b1d7e53f49eeeb332ca019');
+  });
+
   it('respect min and max, and average near the target', () => {
     for (const sizes of [SMALL, { minSize: 64, avgSize: 256, maxSize: 1024 }]) {
       const lengths = chunkLengths(data, sizes);
