@@ -1,15 +1,119 @@
 #!/usr/bin/env node
-// The vdbak command. The TypeScript sources are compiled to dist/ by `npm run build`.
-import { existsSync } from 'node:fs';
-import { fileURLToPath, URL } from 'node:url';
+// The vdbak command. `npm run build` compiles the TypeScript sources to dist/ and bundles the
+// command line into dist/vdbak.cjs (scripts/bundle-cli.js); without the bundle, dist/ runs as is.
+//
+// A single-file restore is mostly start-up, and most of start-up is compiling JavaScript: Node
+// >= 22.1 keeps compiled code between runs itself (module.enableCompileCache); on older Node the
+// bundle is compiled here with a V8 code cache kept in the user's cache folder. This file is
+// CommonJS (bin/package.json): an ES module entry would start Node's ES module loader for nothing.
+'use strict';
+/* global require, __dirname */
+/* eslint-disable @typescript-eslint/no-require-imports -- this entry is CommonJS (bin/package.json) */
+const { existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } = require('node:fs');
+const nodeModule = require('node:module');
+const { homedir } = require('node:os');
+const { join } = require('node:path');
+const { pathToFileURL } = require('node:url');
+const { Script } = require('node:vm');
 
-// Node ≥ 22.1 caches compiled code between runs (a single-file restore is mostly start-up time)
-import * as nodeModule from 'node:module';
-nodeModule.enableCompileCache?.();
+const dist = join(__dirname, '..', 'dist');
+const bundle = join(dist, 'vdbak.cjs');
+const cli = join(dist, 'agent', 'cli.js');
 
-const cli = fileURLToPath(new URL('../dist/agent/cli.js', import.meta.url));
-if (!existsSync(cli)) {
-  process.stderr.write('vdbak: not built yet — run `npm run build` in the vdbak folder first\n');
-  process.exit(2);
+/** Node's own switch for its compile cache, honoured by ours too. */
+const cacheOff = !!process.env.NODE_DISABLE_COMPILE_CACHE;
+
+/** The folder for our code cache: $XDG_CACHE_HOME/vdbak, else ~/.cache/vdbak. */
+function cacheFolder() {
+  const base = process.env.XDG_CACHE_HOME || join(homedir(), '.cache');
+  return join(base, 'vdbak');
 }
-await import(cli);
+
+/** Only a folder that this user owns and no one else may write to holds code we run. */
+function ownedPrivately(dir) {
+  try {
+    const st = statSync(dir);
+    return st.isDirectory() && st.uid === process.getuid() && (st.mode & 0o022) === 0;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The cache file for this build of the bundle and this Node, or undefined when the bundle is
+ * not the one its stamp (dist/vdbak.json, written by the build) names: V8 itself checks only
+ * the source's length, so the cache is keyed by the build's content hash.
+ */
+function cacheFile() {
+  if (cacheOff || !process.getuid) return undefined;
+  try {
+    const stamp = JSON.parse(readFileSync(join(dist, 'vdbak.json'), 'utf8'));
+    const st = statSync(bundle);
+    if (st.size !== stamp.size || st.mtimeMs !== stamp.mtimeMs || !/^[0-9a-f]{64}$/.test(stamp.sha256)) {
+      return undefined;
+    }
+    const dir = cacheFolder();
+    return { dir, path: join(dir, `cli-${stamp.sha256.slice(0, 32)}-${process.version}-${process.arch}.v8`) };
+  } catch {
+    return undefined;
+  }
+}
+
+/** Runs the bundle as a CommonJS module, from a code cache when there is a good one; keeps a new cache at exit. */
+function runBundle() {
+  // the build makes the bundle pure ASCII (scripts/bundle-cli.js checks), so latin1 reads it exactly, and faster
+  const source = readFileSync(bundle, 'latin1');
+  const cache = cacheFile();
+  let cachedData;
+  if (cache && ownedPrivately(cache.dir)) {
+    try {
+      cachedData = readFileSync(cache.path);
+    } catch {
+      // no cache yet
+    }
+  }
+  const script = new Script(nodeModule.wrap(source), { filename: bundle, cachedData });
+  if (cache && (!cachedData || script.cachedDataRejected)) {
+    // at exit the cache holds every function this run compiled, not only the top level
+    process.once('exit', () => {
+      try {
+        mkdirSync(cache.dir, { recursive: true, mode: 0o700 });
+        if (!ownedPrivately(cache.dir)) return;
+        const tmp = `${cache.path}.${process.pid}.tmp`;
+        writeFileSync(tmp, script.createCachedData(), { mode: 0o600 });
+        renameSync(tmp, cache.path);
+      } catch {
+        // a cache we cannot write costs the next run its compile time, nothing else
+      }
+    });
+  }
+  const mod = { exports: {}, filename: bundle, id: bundle, loaded: false };
+  script.runInThisContext()(mod.exports, nodeModule.createRequire(bundle), mod, bundle, dist);
+}
+
+/** The bundle, when the build made one after the last compile of dist/ (a bare tsc run leaves it stale). */
+function freshBundle() {
+  try {
+    return statSync(bundle).mtimeMs >= statSync(cli).mtimeMs;
+  } catch {
+    return false;
+  }
+}
+
+if (freshBundle()) {
+  if (nodeModule.enableCompileCache && !cacheOff) {
+    nodeModule.enableCompileCache();
+    require(bundle);
+  } else {
+    runBundle();
+  }
+} else if (existsSync(cli)) {
+  nodeModule.enableCompileCache?.();
+  import(pathToFileURL(cli).href).catch((e) => {
+    process.stderr.write(`vdbak: internal error: ${e instanceof Error ? e.stack : String(e)}\n`);
+    process.exitCode = 70;
+  });
+} else {
+  process.stderr.write('vdbak: not built yet — run `npm run build` in the vdbak folder first\n');
+  process.exitCode = 2;
+}
