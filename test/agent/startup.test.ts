@@ -1,36 +1,17 @@
 /**
  * A command loads only what it needs (issue 5 §5: a single-file restore is
  * mostly process start-up). The built CLI runs with a preload that records
- * every module it resolves (ES modules, through a resolve hook) and every
- * CommonJS module in the require cache at exit; each case then names what it
- * must never have loaded.
+ * what it loads (load-trace.ts); each case names what it must never have
+ * loaded. dist/agent/cli.js is run directly, so every module of dist/ shows;
+ * bin/vdbak.js runs the bundle when there is one, where only npm packages show.
  */
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { newRepo, sampleStore, vdbak, vdbakOk } from '../helpers/vdbak.js';
 import { ROOT } from '../helpers/fixtures.js';
-
-const HOOKS = `
-import { appendFileSync } from 'node:fs';
-let out;
-export function initialize(data) { out = data.out; }
-export async function resolve(specifier, context, next) {
-  const r = await next(specifier, context);
-  appendFileSync(out, r.url + '\\n');
-  return r;
-}
-`;
-
-const PRELOAD = `
-import { appendFileSync } from 'node:fs';
-import { createRequire, register } from 'node:module';
-const out = process.env.VDBAK_LOAD_TRACE;
-register(new URL('./hooks.mjs', import.meta.url), { data: { out } });
-const require = createRequire(import.meta.url);
-process.on('exit', () => appendFileSync(out, Object.keys(require.cache).map((f) => 'file://' + f + '\\n').join('')));
-`;
+import { CLI, newRepo, sampleStore, vdbakOk } from '../helpers/vdbak.js';
+import { traceKit, type Traced } from './load-trace.js';
 
 /** What the backup and daemon side loads: never needed to browse, restore or fail early. */
 const HEAVY = [
@@ -50,13 +31,14 @@ const HEAVY = [
   'dist/parsers/fs/',
 ];
 
+const DIST_CLI = join(ROOT, 'dist', 'agent', 'cli.js');
+const run = traceKit();
+
 let dir: string;
 let repo: string;
 
 beforeAll(() => {
   dir = mkdtempSync(join(tmpdir(), 'vdbak-startup-'));
-  writeFileSync(join(dir, 'hooks.mjs'), HOOKS);
-  writeFileSync(join(dir, 'preload.mjs'), PRELOAD);
   repo = newRepo('startup');
   vdbakOk(['backup', '--repo', repo, join(sampleStore(), 'lin01')]);
 }, 300_000);
@@ -66,26 +48,12 @@ afterAll(() => {
   rmSync(join(repo, '..'), { recursive: true, force: true });
 });
 
-/** Runs the CLI with the trace; returns its result and the project-relative paths of what it loaded. */
-function traced(args: string[]): { code: number | null; stderr: string; loaded: string[] } {
-  const trace = join(dir, `trace-${Math.random().toString(36).slice(2)}.txt`);
-  writeFileSync(trace, '');
-  const r = vdbak(args, {
-    env: {
-      VDBAK_LOAD_TRACE: trace,
-      NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --import ${join(dir, 'preload.mjs')}`,
-    },
-  });
-  const prefix = `file://${ROOT}/`;
-  const loaded = [
-    ...new Set(
-      readFileSync(trace, 'utf8')
-        .split('\n')
-        .filter((u) => u.startsWith(prefix))
-        .map((u) => u.slice(prefix.length)),
-    ),
-  ];
-  return { code: r.code, stderr: r.stderr, loaded };
+/** The command through dist/ unbundled, then through bin/vdbak.js; the first result, with what both loaded. */
+function traced(args: string[]): Traced {
+  const direct = run(DIST_CLI, args);
+  const bin = run(CLI, args);
+  expect(bin.code, `bin/vdbak.js ${args.join(' ')}: ${bin.stderr}`).toBe(direct.code);
+  return { ...direct, loaded: [...new Set([...direct.loaded, ...bin.loaded])] };
 }
 
 function heavyIn(loaded: string[]): string[] {
@@ -104,7 +72,7 @@ describe('start-up: each command loads only what it needs', () => {
   it('a single-file restore loads no backup, daemon, parser or compression module', () => {
     const to = join(dir, 'restored');
     mkdirSync(to);
-    const r = traced(['restore', '--repo', repo, 'lin01', '/d0p1/etc/hostname', '--to', to]);
+    const r = traced(['restore', '--repo', repo, 'lin01', '/d0p1/etc/hostname', '--to', to, '--overwrite']);
     expect(r.code, r.stderr).toBe(0);
     expect(readFileSync(join(to, 'hostname'), 'utf8').length).toBeGreaterThan(0);
     expect(heavyIn(r.loaded)).toEqual([]);
@@ -129,9 +97,9 @@ describe('start-up: each command loads only what it needs', () => {
     const r = traced(['backup', '--repo', repo, join(dir, 'no-such-vm')]);
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/no-such-vm/);
-    expect(
-      r.loaded.filter((p) => p.startsWith('node_modules/piscina/') || p.startsWith('dist/agent/backup/')),
-    ).toEqual([]);
+    expect(r.loaded.filter((p) => p.startsWith('node_modules/piscina/') || p.startsWith('dist/agent/backup/'))).toEqual(
+      [],
+    );
     expect(r.loaded).not.toContain('dist/agent/progress.js');
   });
 
@@ -139,8 +107,14 @@ describe('start-up: each command loads only what it needs', () => {
     for (const args of [['--version'], ['no-such-command']]) {
       const r = traced(args);
       expect(r.code, r.stderr).toBe(args[0] === '--version' ? 0 : 2);
-      expect(r.loaded.filter((p) => p.startsWith('node_modules/')), args[0]).toEqual([]);
-      expect(r.loaded.filter((p) => p.startsWith('dist/catalog/')), args[0]).toEqual([]);
+      expect(
+        r.loaded.filter((p) => p.startsWith('node_modules/')),
+        args[0],
+      ).toEqual([]);
+      expect(
+        r.loaded.filter((p) => p.startsWith('dist/catalog/')),
+        args[0],
+      ).toEqual([]);
     }
   });
 });
