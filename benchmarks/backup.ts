@@ -18,14 +18,14 @@
  *
  * Run: npm run build && node dist/benchmarks/backup.js [--size MiB] [--versions N]
  *      [--gens N] [--churn-files N] [--churn-backups N] [--churn-pct P] [--runs N]
- *      [--only 1,2,3,4] [--peers-only]
+ *      [--only 1,2,3,4] [--peers-only] [--run-dir DIR]
  * Content is cached in .cache/bench/backup; repositories are made afresh in
- * .cache/bench/backup/run every time.
+ * .cache/bench/backup/run (or --run-dir, so two runs can go side by side) every time.
  */
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, linkSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import Database from 'better-sqlite3';
 import {
   churnStep,
@@ -52,7 +52,9 @@ const onlyAt = process.argv.indexOf('--only');
 const ONLY = new Set((onlyAt >= 0 ? process.argv[onlyAt + 1]! : '1,2,3,4').split(',').map(Number));
 
 const BASE = join(CACHE, 'backup');
-const RUN = join(BASE, 'run');
+const runDirAt = process.argv.indexOf('--run-dir');
+/** Removed and made afresh at start: two runs at once need two of them. */
+const RUN = runDirAt >= 0 ? resolve(process.argv[runDirAt + 1]!) : join(BASE, 'run');
 const SHM = '/dev/shm';
 /** Spare inodes in the versions VM beyond its files. */
 const SPARE_INODES = 5000;
