@@ -8,6 +8,7 @@
  *
  *   npm run build && node dist/benchmarks/backup.js --only 1   # builds the VMDK once
  *   node dist/benchmarks/worker-cpu.js [--size 1024] [--runs 3]
+ *   VDBAK_ZSTD=wasm node dist/benchmarks/worker-cpu.js   # another zstd build (native | napi | wasm)
  *
  * Prints the best of `--runs` passes (the least disturbed by other work).
  */
@@ -19,7 +20,7 @@ import { valueSymbol } from 'piscina';
 import run, { type ReadTask, type TaskItem, type TaskResult } from '../agent/backup/worker.js';
 import { DEFAULT_CHUNK_SIZES } from '../agent/chunk/fastcdc.js';
 import { openStack } from '../agent/stack.js';
-import { DEFAULT_ZSTD_LEVEL } from '../transport/codec.js';
+import { DEFAULT_ZSTD_LEVEL, zstdBuild } from '../transport/codec.js';
 import { arg, CACHE, MiB } from './lib.js';
 
 const SIZE = arg('size', 1024);
@@ -106,6 +107,6 @@ const best = passes.reduce((a, b) => (b.cpu < a.cpu ? b : a));
 const gib = best.read / (1024 * MiB);
 console.log(
   `worker CPU per GiB read: ${(best.cpu / gib).toFixed(2)} s (best of ${RUNS}; ${(best.read / MiB).toFixed(0)} MiB read, ` +
-    `stored ${((100 * best.stored) / best.read).toFixed(1)} %, ${tasks.length} tasks)`,
+    `stored ${((100 * best.stored) / best.read).toFixed(1)} %, ${tasks.length} tasks, zstd ${zstdBuild()})`,
 );
-console.log(JSON.stringify({ benchmark: 'worker-cpu', cpuPerGiB: best.cpu / gib, passes }));
+console.log(JSON.stringify({ benchmark: 'worker-cpu', zstd: zstdBuild(), cpuPerGiB: best.cpu / gib, passes }));
