@@ -19,7 +19,7 @@
  */
 import { deflateRawSync, inflateRawSync } from 'node:zlib';
 import { type ChunkSizes, ContentChunker, DEFAULT_CHUNK_SIZES } from '../agent/chunk/fastcdc.js';
-import { decodeChunk, encodeChunk } from '../transport/codec.js';
+import { decodeChunk, encodeChunk, zstdBuild } from '../transport/codec.js';
 import { PackWriter } from '../transport/pack.js';
 import { prng } from '../transport/prng.js';
 import { randomBytes, textBytes } from './lib.js';
@@ -164,7 +164,7 @@ function dedupAfterEdit(blocks: number, sizes: ChunkSizes) {
 const where = { image: 'benchmark', offset: 0 };
 
 function codecTable(): void {
-  console.log('\nCodec (1 MiB chunks, 32 MiB per kind; zstd = @bokuweb/zstd-wasm, deflate = Node zlib):');
+  console.log(`\nCodec (1 MiB chunks, 32 MiB per kind; zstd = the ${zstdBuild()} build, deflate = Node zlib):`);
   console.log(
     `${'data'.padEnd(8)} ${'codec'.padEnd(12)} ${pad('ratio', 7)} ${pad('comp MB/s', 10)} ${pad('dec MB/s', 10)}`,
   );
