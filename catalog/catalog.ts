@@ -344,6 +344,46 @@ export class Catalog {
     this.seenIds = [];
   }
 
+  /** The VM's latest complete backup: its versions are the VM's current ones. */
+  latestCompleteBackup(vmId: number): BackupRow | undefined {
+    const r = this.st(
+      `SELECT b.*, m.name AS vm_name FROM backups b JOIN vms m ON m.id = b.vm_id
+         WHERE b.vm_id = ? AND b.state = 'complete' ORDER BY b.id DESC LIMIT 1`,
+    ).get(vmId) as Row | undefined;
+    return r ? this.backupFromRow(r) : undefined;
+  }
+
+  /**
+   * Completes running backup `backupId` as a copy of complete backup
+   * `fromId` of the same VM (its disks and volumes, hence every version
+   * current in them) when `fromId` is still the VM's latest complete backup;
+   * false (nothing written) otherwise. One transaction, like completeBackup.
+   */
+  completeKept(backupId: number, fromId: number, stats: Record<string, unknown>, nowMs = Date.now()): boolean {
+    return this.tx(() => {
+      const latest = this.st(
+        `SELECT max(l.id) AS id FROM backups l JOIN backups b ON b.vm_id = l.vm_id
+           WHERE b.id = ? AND l.state = 'complete'`,
+        ID_ONLY,
+      ).get(backupId) as number | null | undefined;
+      if (latest !== fromId) return false;
+      this.st(
+        `INSERT INTO backup_disks(backup_id, disk_id, image_path, format, size, scheme)
+           SELECT ?, disk_id, image_path, format, size, scheme FROM backup_disks WHERE backup_id = ?`,
+      ).run(backupId, fromId);
+      this.st(
+        `INSERT INTO backup_volumes(backup_id, volume_id, offset, length, fs_type, label, uuid, mode, problems)
+           SELECT ?, volume_id, offset, length, fs_type, label, uuid, mode, problems FROM backup_volumes WHERE backup_id = ?`,
+      ).run(backupId, fromId);
+      this.st(`UPDATE backups SET state = 'complete', finished_ms = ?, stats = ?, pid = NULL WHERE id = ?`).run(
+        nowMs,
+        JSON.stringify(stats),
+        backupId,
+      );
+      return true;
+    });
+  }
+
   /** Marks a backup failed and drops what it wrote (nothing of it was ever visible). */
   failBackup(backupId: number, error: string, nowMs = Date.now()): void {
     this.tx(() => {

@@ -31,6 +31,7 @@ export interface ConfigFile {
   mode: number;
   uid: number;
   gid: number;
+  dev: bigint;
   ino: number;
   mtimeNs: bigint;
   atimeNs: bigint;
@@ -82,6 +83,7 @@ export function configFiles(source: ConfigSource): { files: ConfigFile[]; warnin
       mode: Number(st.mode & 0o7777n),
       uid: Number(st.uid),
       gid: Number(st.gid),
+      dev: st.dev,
       ino: Number(st.ino),
       mtimeNs: st.mtimeNs,
       atimeNs: st.atimeNs,

@@ -39,14 +39,15 @@ import { packObjectName, PackWriter } from '../../transport/pack.js';
 import type { Repo } from '../repo.js';
 import { processAlive } from '../repo.js';
 import { type DiskStack, openStack, type OpenVolume } from '../stack.js';
+import { openDisk } from '../../parsers/disk/open.js';
 import { adoptOrphanPacks } from './adopt.js';
 import { type ConfigFile, configFiles } from './config-files.js';
+import { keepable, settledBefore, settleMs, sourceStamp } from './source-stamp.js';
 import type { BackupPool } from './pool.js';
 import {
   complement,
   deviceAllocated,
   FileRuns,
-  imageStamp,
   merged,
   pieces,
   REGION_CHUNK_SIZES,
@@ -136,6 +137,13 @@ export interface BackupResult extends LiveStats {
   /** Of bytesRead: the disks' regions (read at every backup) and the configuration files. */
   regionBytesRead: number;
   configBytesRead: number;
+  /** The fingerprint of every file this backup read (source-stamp.ts); absent when one had changed too recently. */
+  sourceStamp?: string;
+  /** Of warningList: those the same files give again, and the count of the others that concern them (WarningKind). */
+  readWarnings?: string[];
+  transientWarnings?: number;
+  /** Set when no file had changed since backup N, the last that read them: this one keeps its volumes (source-stamp.ts). */
+  unchangedSince?: number;
 }
 
 export interface BackupOptions {
@@ -147,11 +155,26 @@ export interface BackupOptions {
   throttle?: SharedArrayBuffer;
   /** Aborting stops the backup at the next entry or task (a CancelledError); the backup is marked failed, nothing stored is lost. */
   signal?: AbortSignal;
+  /** Read every disk even when none of the VM's files changed since its latest backup (source-stamp.ts). */
+  rescan?: boolean;
+  /** Overrides STAMP_SETTLE_MS (source-stamp.ts): how long before the backup a file must have last changed. */
+  stampSettleMs?: number;
   /** Test hook: called at the crash-relevant steps (crash tests kill the process there). */
   hook?: (step: BackupStep) => void;
 }
 
 export type BackupStep = 'pack-stored' | 'pack-recorded' | 'before-complete';
+
+/**
+ * What a warning says about a second reading of the same files, for the
+ * unchanged-VM shortcut (source-stamp.ts): `read` — the same bytes give it
+ * again (a partition left raw, a partition-table note), so a backup that
+ * keeps this one repeats it; `transient` — a second reading might not (a
+ * file not read, a filesystem problem, anything not known to be
+ * deterministic), so no backup keeps this one; `other` — about this run, not
+ * the VM's files (the source listing, packs adopted).
+ */
+export type WarningKind = 'read' | 'transient' | 'other';
 
 interface Part {
   stream?: string;
@@ -299,6 +322,9 @@ class BackupRun {
     totalBytes: 0,
   };
   readonly warnings: string[] = [];
+  /** Of the warnings: those the same bytes give again, and how many others a second reading might not (WarningKind). */
+  readonly readWarnings: string[] = [];
+  transientWarnings = 0;
   private readonly cat: Catalog;
   private readonly writer: Writer;
   private readonly pack: PackWriter;
@@ -326,10 +352,12 @@ class BackupRun {
     this.pack = new PackWriter({ targetSize: repo.settings.packTargetSize, reuseBuffer: true });
   }
 
-  warn(msg: string): void {
+  warn(msg: string, kind: WarningKind = 'transient'): void {
     // the count is exact; the texts are capped (a broken filesystem can report millions)
     if (this.warnings.length < MAX_WARNING_TEXTS) this.warnings.push(msg);
     this.stats.warnings++;
+    if (kind === 'read' && this.readWarnings.length < MAX_WARNING_TEXTS) this.readWarnings.push(msg);
+    else if (kind !== 'other') this.transientWarnings++; // (a read warning past the cap: not repeatable either)
   }
 
   progress(force = false): void {
@@ -524,14 +552,9 @@ class BackupRun {
 
   // ---- regions and configuration files -------------------------------------------------------
 
-  /** Starts a disk: the runs of the files about to be walked are collected for its regions. */
-  beginDisk(stack: DiskStack): void {
-    this.diskFiles = {
-      runs: new FileRuns(),
-      giveBack: [],
-      changedAtStart: this.stats.changed,
-      stamp: imageStamp(stack.disk.chain),
-    };
+  /** Starts a disk (`stamp`: imageStamp of its files): the runs of the files about to be walked are collected for its regions. */
+  beginDisk(stamp: string | undefined): void {
+    this.diskFiles = { runs: new FileRuns(), giveBack: [], changedAtStart: this.stats.changed, stamp };
   }
 
   /**
@@ -586,13 +609,16 @@ class BackupRun {
       excluded.push(shifted(complement(used, 0, fsBytes), offset, length));
     }
     if (files.runs.droppedBytes > 0) {
-      this.warn(`${name}: ${files.runs.droppedBytes} bytes of file runs past the cap are kept in the regions too`);
+      this.warn(
+        `${name}: ${files.runs.droppedBytes} bytes of file runs past the cap are kept in the regions too`,
+        'read',
+      );
     }
     const giveBack = [...merged(files.giveBack.sort((a, b) => a.offset - b.offset))];
     excluded.push(subtract(files.runs.ranges(), giveBack));
     const res = regions(deviceAllocated(stack.disk), excluded);
     if (res.joinedGap > 0) {
-      this.warn(`${name}: regions joined across gaps under ${res.joinedGap} bytes to stay under their run cap`);
+      this.warn(`${name}: regions joined across gaps under ${res.joinedGap} bytes to stay under their run cap`, 'read');
     }
     this.stats.bytesScanned += res.bytes;
     this.stats.totalBytes += res.bytes;
@@ -891,6 +917,60 @@ class BackupRun {
   }
 }
 
+/**
+ * The backup as a copy of the VM's latest complete one, when that one read
+ * exactly these files (`stamp`) and warned of nothing (source-stamp.ts);
+ * undefined when it may not be kept, nothing written.
+ */
+function keepUnchanged(
+  repo: Repo,
+  run: BackupRun,
+  source: BackupSource,
+  vmId: number,
+  backupId: number,
+  stamp: string,
+  t0: number,
+  opts: BackupOptions,
+): BackupResult | undefined {
+  const cat = repo.catalog;
+  const prev = cat.latestCompleteBackup(vmId);
+  const k = prev && keepable(prev, stamp);
+  if (!prev || !k) return undefined;
+  // what reading these files said, said again
+  for (const w of k.readWarnings) run.warn(w, 'read');
+  Object.assign(run.stats, {
+    files: k.files,
+    entries: k.entries,
+    bytesScanned: k.bytesScanned,
+    totalBytes: k.totalBytes,
+    unchanged: k.unchanged + k.changed,
+  });
+  const result: BackupResult = {
+    ...run.stats,
+    backupId,
+    vm: source.name,
+    durationMs: Date.now() - t0,
+    warningList: run.warnings,
+    volumes: k.volumes as VolumeSummary[],
+    regions: k.regions as RegionSummary[],
+    configFiles: k.configFiles,
+    regionBytesRead: 0,
+    configBytesRead: 0,
+    sourceStamp: stamp,
+    readWarnings: run.readWarnings,
+    transientWarnings: run.transientWarnings,
+    unchangedSince: k.readBy,
+  };
+  delete result.currentPath;
+  opts.hook?.('before-complete');
+  const { warningList, ...stats } = result;
+  if (!cat.completeKept(backupId, prev.id, { ...stats, warnings: warningList.slice(0, MAX_WARNING_TEXTS) })) {
+    return undefined;
+  }
+  run.progress(true);
+  return result;
+}
+
 /** Backs up one VM. The caller holds the repository lock. */
 export async function backupVm(repo: Repo, source: BackupSource, opts: BackupOptions): Promise<BackupResult> {
   const t0 = Date.now();
@@ -905,11 +985,12 @@ export async function backupVm(repo: Repo, source: BackupSource, opts: BackupOpt
   });
   const backupId = cat.beginBackup(vmId, process.pid, hostname());
   const run = new BackupRun(repo, backupId, opts);
-  for (const w of source.warnings ?? []) run.warn(w);
-  if (adopted.packs > 0) run.warn(`adopted ${adopted.packs} pack(s) an interrupted run had stored`);
+  for (const w of source.warnings ?? []) run.warn(w, 'other');
+  if (adopted.packs > 0) run.warn(`adopted ${adopted.packs} pack(s) an interrupted run had stored`, 'other');
   if (adopted.unreadable.length > 0) {
     run.warn(
       `${adopted.unreadable.length} pack(s) on the target are unknown to the catalog and do not verify (e.g. ${adopted.unreadable[0]}); 'vdbak check' lists them`,
+      'other',
     );
   }
   const volumes: VolumeSummary[] = [];
@@ -918,6 +999,26 @@ export async function backupVm(repo: Repo, source: BackupSource, opts: BackupOpt
   const config = configFiles(source);
   for (const w of config.warnings) run.warn(w);
   try {
+    // the images alone (no partition table, no filesystem): which files each disk is read from
+    const chains = source.disks.map((d) => {
+      const image = openDisk(d.path, { format: d.format, parentRoots: opts.parentRoots });
+      try {
+        return image.chain;
+      } finally {
+        image.close();
+      }
+    });
+    // every file must have last changed well before this backup first read it (source-stamp.ts)
+    const stamps = sourceStamp(
+      { identity: source.identity, parentRoots: opts.parentRoots },
+      source.disks.map((d, i) => ({ ...d, chain: chains[i]! })),
+      config.files,
+      settledBefore(t0, settleMs(opts.stampSettleMs)),
+    );
+    if (stamps.stamp !== undefined && !opts.rescan) {
+      const kept = keepUnchanged(repo, run, source, vmId, backupId, stamps.stamp, t0, opts);
+      if (kept) return kept;
+    }
     run.beginWrites();
     for (const [diskIndex, d] of source.disks.entries()) {
       const stack = openStack(d.path, { format: d.format, parentRoots: opts.parentRoots });
@@ -929,8 +1030,8 @@ export async function backupVm(repo: Repo, source: BackupSource, opts: BackupOpt
         size: stack.disk.size,
         scheme: stack.map.scheme,
       });
-      for (const w of stack.map.warnings ?? []) run.warn(`${d.path}: ${String(w)}`);
-      run.beginDisk(stack);
+      for (const w of stack.map.warnings ?? []) run.warn(`${d.path}: ${String(w)}`, 'read');
+      run.beginDisk(stamps.disks[diskIndex]);
       const fsInfo = new Map<OpenVolume, FsInfo>();
       for (const ov of stack.volumes) {
         const name = volumeName(diskIndex, ov.volume.index);
@@ -972,6 +1073,7 @@ export async function backupVm(repo: Repo, source: BackupSource, opts: BackupOpt
                 ? `filesystem failed to open (${ov.fsError.code}: ${ov.fsError.message})`
                 : 'no filesystem vdbak reads'
             }; kept as its allocated bytes`,
+            ov.fsError ? 'transient' : 'read',
           );
           await run.rawVolume(d.path, d.format, ov, volumeId);
           entries = 1;
@@ -1015,6 +1117,9 @@ export async function backupVm(repo: Repo, source: BackupSource, opts: BackupOpt
       regionBytesRead: run.regionBytesRead,
       configBytesRead: run.configBytesRead,
     };
+    if (stamps.stamp !== undefined) result.sourceStamp = stamps.stamp;
+    result.readWarnings = run.readWarnings;
+    result.transientWarnings = run.transientWarnings;
     delete result.currentPath;
     opts.hook?.('before-complete');
     const { warningList, ...stats } = result;

@@ -50,17 +50,28 @@ const REGIONS_FORMAT = 1;
 
 /**
  * A fingerprint of the files a disk is read from (every file of every link
- * of its chain: path, size, times, inode): equal stamps mean the same bytes,
- * so the previous backup's regions can be kept without reading them. The
- * change time cannot be set back by a writer. Undefined when a file cannot
- * be stat'ed (the regions are then read).
+ * of its chain: path, device, inode, size, times): equal stamps mean the same
+ * bytes, so the previous backup's regions can be kept without reading them.
+ * The change time cannot be set back by a writer (`touch -r` sets it to now).
+ *
+ * Undefined (the disk is read) when a file cannot be stat'ed, or when one
+ * was modified at or after `settledBeforeNs` (wall clock, ns): a write in the
+ * same timestamp tick as the stamp, after the backup read the bytes, would
+ * leave the times as they were (git's "racily clean" files). So the caller
+ * passes a time safely before it first read the image.
  */
-export function imageStamp(chain: readonly { files: readonly string[] }[]): string | undefined {
+export function imageStamp(
+  chain: readonly { files: readonly string[] }[],
+  settledBeforeNs?: bigint,
+): string | undefined {
   const h = createHash('sha256').update(`regions ${REGIONS_FORMAT}\0`);
   try {
     for (const link of chain) {
       for (const f of link.files) {
         const st = statSync(f, { bigint: true });
+        if (settledBeforeNs !== undefined && (st.mtimeNs >= settledBeforeNs || st.ctimeNs >= settledBeforeNs)) {
+          return undefined;
+        }
         h.update(`${f}\0${st.dev}\0${st.ino}\0${st.size}\0${st.mtimeNs}\0${st.ctimeNs}\0`);
       }
     }

@@ -9,8 +9,13 @@ import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, test } from 'vitest';
+import { STAMP_SETTLE_ENV } from '../../agent/backup/source-stamp.js';
 import { fixture } from '../helpers/fixtures.js';
 import { type BackupJson, newRepo, vdbak, vdbakOk } from '../helpers/vdbak.js';
+
+// the image counts as settled however recently it was built (source-stamp.ts): only the failed read may
+// make the second backup read again
+process.env[STAMP_SETTLE_ENV] = '0';
 
 let dir: string;
 let repo: string;
@@ -32,6 +37,9 @@ describe('a file that cannot be read at backup time', () => {
   });
 
   test('is tried again by the next backup, the others are not read again', () => {
+    // a backup with a file not read is never kept as it is (source-stamp.ts)
+    expect(first.transientWarnings).toBeGreaterThan(0);
+    expect(second.unchangedSince).toBeUndefined();
     expect(second.changed).toBe(1);
     // no file is read again; the disk's regions are, since one of its files was retried
     expect(second.bytesRead - second.regionBytesRead).toBe(0);
