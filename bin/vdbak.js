@@ -14,6 +14,7 @@ const nodeModule = require('node:module');
 const { homedir } = require('node:os');
 const { join } = require('node:path');
 const { pathToFileURL } = require('node:url');
+const { setFlagsFromString } = require('node:v8');
 const { Script } = require('node:vm');
 
 const dist = join(__dirname, '..', 'dist');
@@ -59,6 +60,20 @@ function cacheFile() {
   }
 }
 
+/**
+ * Runs `fn` with V8 checking code cache checksums, on when a cache is made and when one is read:
+ * without it V8 trusts the cache's bytes, and a damaged file (a bit flip, a crash mid-write)
+ * makes the process crash instead of compiling afresh.
+ */
+function withChecksums(fn) {
+  setFlagsFromString('--verify-snapshot-checksum');
+  try {
+    return fn();
+  } finally {
+    setFlagsFromString('--no-verify-snapshot-checksum');
+  }
+}
+
 /** Runs the bundle as a CommonJS module, from a code cache when there is a good one; keeps a new cache at exit. */
 function runBundle() {
   // the build makes the bundle pure ASCII (scripts/bundle-cli.js checks), so latin1 reads it exactly, and faster
@@ -72,7 +87,7 @@ function runBundle() {
       // no cache yet
     }
   }
-  const script = new Script(nodeModule.wrap(source), { filename: bundle, cachedData });
+  const script = withChecksums(() => new Script(nodeModule.wrap(source), { filename: bundle, cachedData }));
   if (cache && (!cachedData || script.cachedDataRejected)) {
     // at exit the cache holds every function this run compiled, not only the top level
     process.once('exit', () => {
@@ -80,7 +95,11 @@ function runBundle() {
         mkdirSync(cache.dir, { recursive: true, mode: 0o700 });
         if (!ownedPrivately(cache.dir)) return;
         const tmp = `${cache.path}.${process.pid}.tmp`;
-        writeFileSync(tmp, script.createCachedData(), { mode: 0o600 });
+        writeFileSync(
+          tmp,
+          withChecksums(() => script.createCachedData()),
+          { mode: 0o600 },
+        );
         renameSync(tmp, cache.path);
       } catch {
         // a cache we cannot write costs the next run its compile time, nothing else

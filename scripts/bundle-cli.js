@@ -41,7 +41,14 @@ const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8'));
 /** `bindings` is better-sqlite3's own addon search (used only when no path is given): it must run from node_modules. */
 const external = [...Object.keys(pkg.dependencies ?? {}).filter((d) => !BUNDLED_DEPENDENCIES.has(d)), 'bindings'];
 
-/** Rewrites `import.meta.url` in each module of dist/ to its own file's URL, computed from the bundle's folder. */
+/** Defined once at the top of the bundle, where `require` and `__dirname` are the bundle's own. */
+const FILE_URL = '__vdbakFileUrl';
+const BANNER = `var ${FILE_URL} = (rel) => require('node:url').pathToFileURL(require('node:path').join(__dirname, rel)).href;`;
+
+/**
+ * Rewrites `import.meta.url` in each module of dist/ to its own file's URL, computed from the
+ * bundle's folder. (A call to a banner function: a module may have a local named `require`.)
+ */
 const ownUrls = {
   name: 'own-import-meta-url',
   setup(b) {
@@ -50,8 +57,7 @@ const ownUrls = {
       const text = readFileSync(args.path, 'utf8');
       if (!text.includes('import.meta.url')) return { contents: text, loader: 'js' };
       const rel = relative(DIST, args.path).split(sep).join('/');
-      const url = `require('node:url').pathToFileURL(require('node:path').join(__dirname, ${JSON.stringify(rel)})).href`;
-      return { contents: text.replaceAll('import.meta.url', `(${url})`), loader: 'js' };
+      return { contents: text.replaceAll('import.meta.url', `${FILE_URL}(${JSON.stringify(rel)})`), loader: 'js' };
     });
   },
 };
@@ -66,6 +72,7 @@ await build({
   target: 'node20',
   external,
   plugins: [ownUrls],
+  banner: { js: BANNER },
   legalComments: 'none',
   // a smaller source is less to read at every start; names are kept for stack traces and `.name`
   minifyWhitespace: true,
