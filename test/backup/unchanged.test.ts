@@ -33,7 +33,7 @@ import { openRepo } from '../../agent/repo.js';
 import { resolveSources } from '../../agent/source/resolve.js';
 import { Catalog } from '../../catalog/catalog.js';
 import { fixture } from '../helpers/fixtures.js';
-import { newRepo, vdbakOk } from '../helpers/vdbak.js';
+import { newRepo, vdbak, vdbakOk } from '../helpers/vdbak.js';
 
 /** A resident NTFS file's content, found once in the image: flipping a byte of it changes the disk's regions. */
 const RESIDENT = Buffer.from('note 17\n');
@@ -166,6 +166,47 @@ describe('a VM none of whose files changed', () => {
     expect(paths.length).toBeGreaterThan(0);
     expect(r.changed).toBe(0);
     expect(r.unchanged).toBe(first.unchanged + first.changed);
+  });
+});
+
+describe('crash safety and the latest-backup rule', () => {
+  test('killed just before completing, a kept backup is not visible; the next run keeps the same backup', () => {
+    const env = {
+      VDBAK_STAMP_SETTLE_MS: '0',
+      VDBAK_TEST_KILL_BACKUP_AT: 'before-complete',
+      VDBAK_SHIP_AFTER_BACKUP: '0',
+    };
+    const before = withCatalog((cat) => cat.latestCompleteBackup(cat.backup(first.backupId)!.vmId)!);
+    const killed = vdbak(['backup', '--repo', repo, '--json', vmDir], { env });
+    expect(killed.code).not.toBe(0);
+    const latest = withCatalog((cat) => cat.backups({ states: ['complete', 'running', 'failed'] }).at(-1)!);
+    expect(latest.state).toBe('running');
+    const after = vdbakOk(['backup', '--repo', repo, '--json', vmDir], {
+      env: { VDBAK_STAMP_SETTLE_MS: '0', VDBAK_SHIP_AFTER_BACKUP: '0' },
+    }).jsonLines<BackupResult>()[0]!;
+    // kept: the same backup the killed run was keeping, named by the last one that read the files
+    expect(after.unchangedSince).toBe((before.stats?.unchangedSince as number | undefined) ?? before.id);
+    expect(contents(after.backupId)).toEqual(contents(before.id));
+    withCatalog((cat) => expect(cat.backup(latest.id)?.state).toBe('failed'));
+  });
+
+  test('completeKept copies only onto the latest complete backup of the VM', () => {
+    const cat = Catalog.open(join(repo, 'catalog.db'));
+    try {
+      const vmId = cat.backup(first.backupId)!.vmId;
+      const latest = cat.latestCompleteBackup(vmId)!;
+      expect(latest.id).toBeGreaterThan(first.backupId);
+      const b = cat.beginBackup(vmId, process.pid, 'h');
+      // the first backup is no longer the latest: nothing is written, the backup stays running
+      expect(cat.completeKept(b, first.backupId, {})).toBe(false);
+      expect(cat.backup(b)?.state).toBe('running');
+      expect(cat.backupVolumes(b)).toEqual([]);
+      expect(cat.completeKept(b, latest.id, { kept: true })).toBe(true);
+      expect(cat.backup(b)?.state).toBe('complete');
+      expect(cat.backupVolumes(b).length).toBe(cat.backupVolumes(latest.id).length);
+    } finally {
+      cat.close();
+    }
   });
 });
 
