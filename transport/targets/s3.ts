@@ -13,13 +13,16 @@
  *
  * A streamed put (putStream) holds one part in memory: an object that fits in
  * one part is a plain PUT; a bigger one is a multipart upload, which S3 makes
- * visible only at CompleteMultipartUpload (and aborts on any failure, so no
- * parts linger).
+ * visible only at CompleteMultipartUpload, and is aborted on any failure so
+ * that its parts go too (should the abort fail as well, they stay invisible
+ * until the store's rule for incomplete uploads removes them).
  *
  * Every request is idempotent (a put of the same bytes, a get, a delete), so
  * one that fails transiently — HTTP 500/502/503/504 (503 SlowDown is S3's
  * "back off"), a reset or timed-out connection — is sent again after a
- * bounded exponential back-off with jitter, signed afresh each time.
+ * bounded exponential back-off with jitter, signed afresh each time. (The
+ * one request that is not quite idempotent, starting a multipart upload,
+ * leaves at worst an unused, invisible upload behind when its reply was lost.)
  */
 import { createHash, createHmac } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
