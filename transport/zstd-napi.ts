@@ -25,6 +25,8 @@ interface NapiBinding {
   CCtx: new () => { compress(dst: Uint8Array, src: Uint8Array, level: number): number };
 }
 
+/** zstd's error name (ZSTD_getErrorName) when the frame does not fit the output area. */
+const DST_TOO_SMALL = 'Destination buffer is too small';
 /** Smallest output area, so small chunks do not grow it step by step. */
 const MIN_AREA = 1 << 20;
 
@@ -54,9 +56,10 @@ export function napiCompressor(fallback: () => HeapCompressor): HeapCompressor |
     if (capacity > area.length) area = Buffer.allocUnsafeSlow(Math.max(capacity, 2 * area.length));
     try {
       return cctx.compress(area.subarray(0, capacity), input, level);
-    } catch {
-      // the addon reports "Destination buffer is too small" as an exception; any other failure is the same to us
-      return -1;
+    } catch (e) {
+      // the addon throws zstd's error name; only a full output area means "does not pay", anything else is a bug
+      if (e instanceof Error && e.message === DST_TOO_SMALL) return -1;
+      throw e;
     }
   };
 
