@@ -162,17 +162,22 @@ export async function cmdRestore(args: string[]): Promise<number> {
   const [ref, path] = positionals;
   if (!ref || !path) throw new UsageError('restore needs a backup and a path');
   if (!values.to === !values.tar) throw new UsageError('restore needs exactly one of --to DIR or --tar FILE|-');
-  const { restorePath } = await import('../restore/engine.js');
+  // the engine and the sink's module load together: one round of module reads, not two
+  const [{ restorePath }, dirSink, tarSink] = await Promise.all([
+    import('../restore/engine.js'),
+    values.to ? import('../restore/dir-sink.js') : undefined,
+    values.to ? undefined : import('../restore/tar-sink.js'),
+  ]);
   return withRepo(values.repo, async (repo) => {
     const cat = repo.catalog;
     const b = resolveBackup(cat, ref);
     let sink;
     let closeOut: (() => Promise<void>) | undefined;
     if (values.to) {
-      const { DirSink } = await import('../restore/dir-sink.js');
+      const { DirSink } = dirSink!;
       sink = new DirSink(values.to, { overwrite: values.overwrite ?? false });
     } else {
-      const { TarSink } = await import('../restore/tar-sink.js');
+      const { TarSink } = tarSink!;
       if (values.tar === '-') sink = new TarSink(process.stdout, { end: false });
       else {
         if (existsSync(values.tar!) && !values.overwrite) {
