@@ -12,7 +12,7 @@
 const { existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } = require('node:fs');
 const nodeModule = require('node:module');
 const { homedir } = require('node:os');
-const { join } = require('node:path');
+const { isAbsolute, join } = require('node:path');
 const { pathToFileURL } = require('node:url');
 const { setFlagsFromString } = require('node:v8');
 const { Script } = require('node:vm');
@@ -24,10 +24,10 @@ const cli = join(dist, 'agent', 'cli.js');
 /** Node's own switch for its compile cache, honoured by ours too. */
 const cacheOff = !!process.env.NODE_DISABLE_COMPILE_CACHE;
 
-/** The folder for our code cache: $XDG_CACHE_HOME/vdbak, else ~/.cache/vdbak. */
+/** The folder for our code cache: $XDG_CACHE_HOME/vdbak, else ~/.cache/vdbak (a relative XDG path is ignored, as the spec says). */
 function cacheFolder() {
-  const base = process.env.XDG_CACHE_HOME || join(homedir(), '.cache');
-  return join(base, 'vdbak');
+  const xdg = process.env.XDG_CACHE_HOME;
+  return join(xdg && isAbsolute(xdg) ? xdg : join(homedir(), '.cache'), 'vdbak');
 }
 
 /** Only a folder that this user owns and no one else may write to holds code we run. */
