@@ -39,7 +39,11 @@ const BUNDLED_DEPENDENCIES = new Set(['better-sqlite3']);
 
 const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8'));
 /** `bindings` is better-sqlite3's own addon search (used only when no path is given): it must run from node_modules. */
-const external = [...Object.keys(pkg.dependencies ?? {}).filter((d) => !BUNDLED_DEPENDENCIES.has(d)), 'bindings'];
+const external = [
+  ...Object.keys(pkg.dependencies ?? {}).filter((d) => !BUNDLED_DEPENDENCIES.has(d)),
+  'bindings',
+  'better-sqlite3/package.json',
+];
 
 /** Defined once at the top of the bundle, where `require` and `__dirname` are the bundle's own. */
 const FILE_URL = '__vdbakFileUrl';
@@ -62,6 +66,34 @@ const ownUrls = {
   },
 };
 
+/**
+ * better-sqlite3 finds its addon through `bindings`, which searches from the folder of the file
+ * that calls it: inside the bundle that is dist/, not the package. Its call is routed through
+ * this module, which gives `bindings` the package's own folder: the same search as unbundled,
+ * for every `new Database()` that names no addon itself.
+ */
+const BINDINGS_SHIM = `
+const { dirname } = require('node:path');
+const bindings = require('bindings');
+module.exports = (name) =>
+  bindings({ bindings: name, module_root: dirname(require.resolve('better-sqlite3/package.json')) });
+`;
+const sqliteBindings = {
+  name: 'better-sqlite3-bindings',
+  setup(b) {
+    b.onResolve({ filter: /^bindings$/ }, (args) =>
+      args.importer.includes(`${sep}node_modules${sep}better-sqlite3${sep}`)
+        ? { path: 'better-sqlite3-bindings', namespace: 'vdbak-shim' }
+        : undefined,
+    );
+    b.onLoad({ filter: /.*/, namespace: 'vdbak-shim' }, () => ({
+      contents: BINDINGS_SHIM,
+      loader: 'js',
+      resolveDir: ROOT,
+    }));
+  },
+};
+
 const tmp = `${OUT}.${process.pid}.tmp`;
 await build({
   entryPoints: [ENTRY],
@@ -71,7 +103,7 @@ await build({
   format: 'cjs',
   target: 'node20',
   external,
-  plugins: [ownUrls],
+  plugins: [ownUrls, sqliteBindings],
   banner: { js: BANNER },
   legalComments: 'none',
   // a smaller source is less to read at every start; names are kept for stack traces and `.name`
