@@ -886,12 +886,15 @@ class BackupRun {
       }
     }
     if ((rec.meta?.rawVolume || rec.meta?.diskRegions) && !file.error) {
-      // a raw volume or a disk's regions are read every time (no metadata tells us they are unchanged); same bytes → same version
+      // a raw volume or a disk's regions are read when no stamp says they are unchanged; same bytes → same
+      // version, unless the image stamp differs: kept, the old stamp would never match again and the
+      // regions would be read at every backup after a change that left them as they were (a chmod, touch -r)
       const cur = this.cat.currentVersion(file.volumeId, file.path);
       if (
         cur &&
         cur.size === rec.size &&
         (cur.chunks ?? []).join() === (rec.chunks ?? []).join() &&
+        cur.meta?.imageStamp === rec.meta?.imageStamp &&
         sameContent(cur, rec)
       ) {
         this.cat.markSeen(cur.id);

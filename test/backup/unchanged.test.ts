@@ -13,6 +13,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import {
+  chmodSync,
   closeSync,
   cpSync,
   mkdtempSync,
@@ -245,6 +246,20 @@ describe('a changed file is read again', () => {
     // and the backup after it keeps this one
     const next = await backup(vmDir);
     expect(next.unchangedSince).toBe(r.backupId);
+  });
+});
+
+describe('the change time alone', () => {
+  test('a chmod of the image is read again once; its regions, the same bytes, take the new stamp and are kept after', async () => {
+    chmodSync(vmdk, 0o640);
+    const r = await backup(vmDir);
+    expect(r.unchangedSince).toBeUndefined();
+    expect(r.regionBytesRead).toBeGreaterThan(0);
+    // read without the shortcut: the disk's own stamp now matches its regions
+    const again = await backup(vmDir, { rescan: true });
+    expect(again.unchangedSince).toBeUndefined();
+    expect(again.regionBytesRead).toBe(0);
+    expect(again.regions).toEqual(r.regions);
   });
 });
 
