@@ -9,7 +9,16 @@
 'use strict';
 /* global require, __dirname */
 /* eslint-disable @typescript-eslint/no-require-imports -- this entry is CommonJS (bin/package.json) */
-const { existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } = require('node:fs');
+const {
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  statSync,
+  unlinkSync,
+  writeFileSync,
+} = require('node:fs');
 const nodeModule = require('node:module');
 const { homedir } = require('node:os');
 const { isAbsolute, join } = require('node:path');
@@ -60,6 +69,22 @@ function cacheFile() {
   }
 }
 
+/** A cache unchanged this long is removed when a new one is written: every build makes a new one. */
+const CACHE_MAX_AGE_MS = 7 * 24 * 3600 * 1000;
+
+function forgetOldCaches(dir) {
+  const now = Date.now();
+  for (const name of readdirSync(dir)) {
+    if (!name.startsWith('cli-')) continue;
+    const path = join(dir, name);
+    try {
+      if (now - statSync(path).mtimeMs > CACHE_MAX_AGE_MS) unlinkSync(path);
+    } catch {
+      // removed by another run meanwhile
+    }
+  }
+}
+
 /**
  * Runs `fn` with V8 checking code cache checksums, on when a cache is made and when one is read:
  * without it V8 trusts the cache's bytes, and a damaged file (a bit flip, a crash mid-write)
@@ -101,6 +126,7 @@ function runBundle() {
           { mode: 0o600 },
         );
         renameSync(tmp, cache.path);
+        forgetOldCaches(cache.dir);
       } catch {
         // a cache we cannot write costs the next run its compile time, nothing else
       }
