@@ -962,7 +962,8 @@ function keepUnchanged(
     sourceStamp: stamp,
     readWarnings: run.readWarnings,
     transientWarnings: run.transientWarnings,
-    unchangedSince: k.readBy,
+    // the backup that last read the files, while it exists (forget may have removed it)
+    unchangedSince: k.readBy === prev.id || cat.backup(k.readBy) ? k.readBy : prev.id,
   };
   delete result.currentPath;
   opts.hook?.('before-complete');

@@ -191,6 +191,21 @@ describe('crash safety and the latest-backup rule', () => {
     withCatalog((cat) => expect(cat.backup(latest.id)?.state).toBe('failed'));
   });
 
+  test('the backup that last read the files forgotten, a kept backup names the one it keeps', async () => {
+    const kept = await backup(vmDir);
+    const readBy = kept.unchangedSince!;
+    expect(readBy).toBeLessThan(kept.backupId);
+    const cat = Catalog.open(join(repo, 'catalog.db'));
+    try {
+      cat.forgetBackups([readBy]);
+    } finally {
+      cat.close();
+    }
+    const next = await backup(vmDir);
+    expect(next.unchangedSince).toBe(kept.backupId);
+    expect(contents(next.backupId)).toEqual(contents(kept.backupId));
+  });
+
   test('completeKept copies only onto the latest complete backup of the VM', () => {
     const cat = Catalog.open(join(repo, 'catalog.db'));
     try {
