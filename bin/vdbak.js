@@ -30,8 +30,8 @@ const dist = join(__dirname, '..', 'dist');
 const bundle = join(dist, 'vdbak.cjs');
 const cli = join(dist, 'agent', 'cli.js');
 
-/** Node's own switch for its compile cache, honoured by ours too. */
-const cacheOff = !!process.env.NODE_DISABLE_COMPILE_CACHE;
+/** VDBAK_CODE_CACHE=0 turns the cache off; so does Node's own switch for its compile cache. */
+const cacheOff = process.env.VDBAK_CODE_CACHE === '0' || !!process.env.NODE_DISABLE_COMPILE_CACHE;
 
 /** The folder for our code cache: $XDG_CACHE_HOME/vdbak, else ~/.cache/vdbak (a relative XDG path is ignored, as the spec says). */
 function cacheFolder() {
