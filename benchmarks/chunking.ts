@@ -235,6 +235,8 @@ function main(): void {
   const candidates: ChunkSizes[] = [
     { minSize: 64 << 10, avgSize: 256 << 10, maxSize: 2 << 20 },
     { minSize: 128 << 10, avgSize: 512 << 10, maxSize: 4 << 20 },
+    // the default's average with a larger minimum: FastCDC skips more bytes, cut points move less freely
+    { minSize: 256 << 10, avgSize: 512 << 10, maxSize: 4 << 20 },
     { minSize: 256 << 10, avgSize: 1 << 20, maxSize: 8 << 20 },
     { minSize: 512 << 10, avgSize: 1 << 20, maxSize: 8 << 20 },
     { minSize: 512 << 10, avgSize: 2 << 20, maxSize: 16 << 20 },
