@@ -62,8 +62,12 @@ function cacheFile() {
     if (st.size !== stamp.size || st.mtimeMs !== stamp.mtimeMs || !/^[0-9a-f]{64}$/.test(stamp.sha256)) {
       return undefined;
     }
+    // one cache per command: a cache holds what its first run compiled, and `--version` compiles little of a restore
+    const arg = process.argv[2] ?? '';
+    const command = /^[a-z][a-z-]{0,31}$/.test(arg) ? arg : 'other';
     const dir = cacheFolder();
-    return { dir, path: join(dir, `cli-${stamp.sha256.slice(0, 32)}-${process.version}-${process.arch}.v8`) };
+    const name = `cli-${stamp.sha256.slice(0, 32)}-${command}-${process.version}-${process.arch}.v8`;
+    return { dir, path: join(dir, name) };
   } catch {
     return undefined;
   }
