@@ -20,6 +20,7 @@ import {
   encodeRunsTransient,
   HASH_BYTES,
   joinPath,
+  RUN_BYTES,
   splitPath,
   type StreamRecord,
   type VersionRecord,
@@ -539,6 +540,25 @@ export class Catalog {
            AND NOT EXISTS (SELECT 1 FROM backups b WHERE b.id = v.first_backup AND b.state <> 'complete')`,
     ).get(volumeId, dir, name) as Row | undefined;
     return r ? toVersion(r) : undefined;
+  }
+
+  /** The current version of a path as currentVersion finds it, without its runs and chunks decoded: id, meta, run count. */
+  currentVersionMeta(
+    volumeId: number,
+    path: string,
+  ): { id: number; meta: Record<string, unknown> | undefined; runCount: number } | undefined {
+    const { dir, name } = splitPath(path);
+    const r = this.st(
+      `SELECT v.id, v.meta, coalesce(length(v.runs), 0) AS run_bytes FROM dirs d CROSS JOIN versions v ON v.dir_id = d.id
+         WHERE d.volume_id = ? AND d.path = ? AND v.volume_id = d.volume_id AND v.name = ? AND v.last_backup IS NULL
+           AND NOT EXISTS (SELECT 1 FROM backups b WHERE b.id = v.first_backup AND b.state <> 'complete')`,
+    ).get(volumeId, dir, name) as Row | undefined;
+    if (!r) return undefined;
+    return {
+      id: n(r.id),
+      meta: r.meta === null ? undefined : (JSON.parse(r.meta as string) as Record<string, unknown>),
+      runCount: n(r.run_bytes) / RUN_BYTES,
+    };
   }
 
   /**

@@ -56,7 +56,8 @@ export interface VersionRow extends VersionRecord {
   lastBackup: number | null;
 }
 
-const RUN_BYTES = 25;
+/** Bytes per run in a runs BLOB (encodeRuns). */
+export const RUN_BYTES = 25;
 const HOLE = -1n;
 const TWO_32 = 2 ** 32;
 /** Runs encodeRunsTransient encodes in its kept buffer; longer lists get a buffer of their own. */

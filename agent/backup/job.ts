@@ -66,6 +66,8 @@ const TASK_ITEMS = 512;
 /** Commit the writer's open transaction after this many statements or milliseconds. */
 const COMMIT_EVERY_OPS = 5000;
 const COMMIT_EVERY_MS = 1000;
+/** Unchanged entries between two looks at the clock (commit timer, progress): each look costs more than the entry. */
+const CLOCK_EVERY = 64;
 /** The walk hands the event loop a turn at least this often. */
 const YIELD_EVERY_MS = 50;
 /** Warning texts kept per backup (the count is always exact). */
@@ -285,6 +287,8 @@ function describe(e: unknown): string {
 /** Batches the writer's statements into transactions (one fsync per batch, not per row). */
 class Writer {
   private ops = 0;
+  /** tick(0) calls since the clock was last read. */
+  private idle = 0;
   private since = Date.now();
   constructor(private readonly cat: Catalog) {}
   begin(): void {
@@ -294,6 +298,9 @@ class Writer {
   }
   tick(n = 1): void {
     this.ops += n;
+    // a tick(0) per unchanged entry: the clock is read every CLOCK_EVERY of them (a commit is at most that late)
+    if (n === 0 && ++this.idle < CLOCK_EVERY) return;
+    this.idle = 0;
     if (this.ops >= COMMIT_EVERY_OPS || Date.now() - this.since >= COMMIT_EVERY_MS) {
       this.commit();
       this.begin();
@@ -434,7 +441,7 @@ class BackupRun {
         this.stats.unchanged++;
         // only temp.seen was written: no reason to commit (an fsync) sooner than by time
         this.writer.tick(0);
-        this.progress();
+        if (this.stats.unchanged % CLOCK_EVERY === 0) this.progress();
         continue;
       }
       record ??= toRecord(e, runs);
@@ -573,7 +580,8 @@ class BackupRun {
     this.diskFiles = undefined;
     const name = stack.disk.name;
     // the same image files as when the current regions were read, and no file of the disk read again: same regions
-    const cur = this.cat.currentVersion(volumeId, REGIONS_PATH);
+    // its meta only: the runs and chunk list of a large disk's regions are long, and not needed to keep them
+    const cur = this.cat.currentVersionMeta(volumeId, REGIONS_PATH);
     if (
       files.stamp !== undefined &&
       files.changedAtStart === this.stats.changed &&
@@ -586,7 +594,7 @@ class BackupRun {
       this.writer.tick();
       this.stats.bytesScanned += bytes;
       this.stats.totalBytes += bytes;
-      return { runs: cur.runs?.length ?? 0, bytes };
+      return { runs: cur.runCount, bytes };
     }
     const excluded: Iterable<ByteRange>[] = [];
     const overlapping = overlappingVolumes(stack.volumes);

@@ -165,6 +165,26 @@ describe('keepIfSame: the unchanged check in SQL', () => {
     expect(cat.list(b1, vol, '/').map((v) => v.name)).toEqual(['a', 'b', 'c']);
   });
 
+  it('currentVersionMeta gives what currentVersion gives of id, meta and runs, without decoding them', () => {
+    const runs = [
+      { fileOffset: 0, volumeOffset: 4096, length: 4096 },
+      { fileOffset: 4096, volumeOffset: null, length: 4096 },
+    ];
+    backup({ '/r': rec({ runs, meta: { imageStamp: 'x', allocatedBytes: 7 } }), '/n': rec({ runs: [] }) });
+    const full = cat.currentVersion(vol, '/r')!;
+    expect(cat.currentVersionMeta(vol, '/r')).toEqual({ id: full.id, meta: full.meta, runCount: 2 });
+    expect(cat.currentVersionMeta(vol, '/n')).toEqual({
+      id: cat.currentVersion(vol, '/n')!.id,
+      meta: undefined,
+      runCount: 0,
+    });
+    expect(cat.currentVersionMeta(vol, '/none')).toBeUndefined();
+    // a version of an unfinished backup is not current yet
+    const b = cat.beginBackup(vm, process.pid, 'h');
+    cat.insertVersion(vol, '/u', b, rec());
+    expect(cat.currentVersionMeta(vol, '/u')).toBeUndefined();
+  });
+
   it('encodes runs into its kept buffer exactly as encodeRuns does', () => {
     const runs = [
       { fileOffset: 0, volumeOffset: 2 ** 52 + 3, length: 2 ** 33 + 1 },
