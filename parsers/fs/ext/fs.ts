@@ -89,6 +89,8 @@ export class ExtFileSystem implements FileSystem {
   private readonly reportedInodes = new Set<number>();
   private runCache: { id: string; runs: DataRun[] } | undefined;
   private lastChunk = -1;
+  /** The last inode decoded: a walk decodes an entry's inode, then runs() and read() ask for it again at once. */
+  private lastInode: Inode | undefined;
 
   /** Names walk() gathers before it reads their inodes (see WALK_BATCH). */
   private readonly walkBatch: number;
@@ -447,6 +449,7 @@ export class ExtFileSystem implements FileSystem {
     this.inodeCache.clear();
     this.xattrCache.clear();
     this.runCache = undefined;
+    this.lastInode = undefined;
   }
 
   /** File offsets to volume offsets: holes (and space past the last block) as null runs. */
@@ -576,6 +579,7 @@ export class ExtFileSystem implements FileSystem {
     if (!Number.isSafeInteger(ino) || ino < 1 || ino > sb.inodesCount) {
       throw this.err.corrupt('EXT_BAD_INODE_NUMBER', `inode number ${ino} is out of range`, { inode: ino });
     }
+    if (this.lastInode?.ino === ino) return this.lastInode;
     const group = Math.floor((ino - 1) / sb.inodesPerGroup);
     const index = (ino - 1) % sb.inodesPerGroup;
     const table = this.groups.inodeTable[group] as number;
@@ -617,6 +621,7 @@ export class ExtFileSystem implements FileSystem {
       this.reportedInodes.add(ino);
       this.problem(this.err.corrupt('EXT_INODE_CSUM', `inode ${ino} checksum mismatch`, { offset, inode: ino }));
     }
+    this.lastInode = inode;
     return inode;
   }
 
