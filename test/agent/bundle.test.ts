@@ -234,6 +234,10 @@ describe('the code cache of bin/vdbak.js', () => {
     chmodSync(folder, 0o777);
     version(home);
     expect(readFileSync(path, 'utf8')).toBe('not a cache');
+    // a cache that cannot be written (here its parent is a file: ENOTDIR) costs nothing but the compile
+    const notAFolder = join(dir, 'not-a-folder');
+    writeFileSync(notAFolder, '');
+    version(notAFolder);
     for (const env of [{ VDBAK_CODE_CACHE: '0' }, { NODE_DISABLE_COMPILE_CACHE: '1' }]) {
       const off = cacheHome();
       version(off, env);
