@@ -14,7 +14,9 @@ Repository (--repo DIR on every command, else $VDBAK_REPO, else /var/lib/vdbak):
   vdbak init [--target PATH] [--chunk-min N --chunk-avg N --chunk-max N] [--pack-size N]
       create a repository: a SQLite catalog and a backup target (default DIR/target)
   vdbak backup <vm folder | .vmx | libvirt .xml | disk image>... [--json] [--name NAME] [--threads N]
-      back up every disk, volume and file of each VM (incremental: unchanged files are not read)
+               [--throttle] [--max-rate N] [--rescan]
+      back up every disk, volume and file of each VM (incremental: unchanged files are not read; a VM
+      none of whose files changed is not read at all, unless --rescan)
   vdbak backups [vm] [--json] [--all]
       list backups (--all: also running and failed ones)
 

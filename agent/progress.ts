@@ -44,6 +44,8 @@ export interface BackupSummary {
   warningCount?: number;
   /** Entries found unchanged since the previous backup (not read). */
   unchanged?: number;
+  /** Set when no file of the VM changed since that backup, which was kept without reading anything. */
+  unchangedSince?: number;
   /** One line per volume, already worded by the caller, e.g. `d0p2 NTFS "WINDOWS": 12,001 files`. */
   volumes: string[];
 }
@@ -376,6 +378,11 @@ export function formatSummary(s: BackupSummary, opts: { maxWarnings?: number } =
   lines.push(
     `Backup ${s.backupId} of ${oneLine(s.vm)}: ${formatCount(s.files)} files in ${formatDuration(s.durationMs)}`,
   );
+  if (s.unchangedSince !== undefined) {
+    lines.push(
+      `  unchanged since backup ${s.unchangedSince}: no file of the VM changed (same size, times, inode); nothing read`,
+    );
+  }
   if (s.volumes.length > 0) {
     lines.push('  volumes');
     for (const v of s.volumes) lines.push(`    ${oneLine(v)}`);

@@ -25,6 +25,7 @@ function summaryText(r: BackupResult, formatSummary: (s: BackupSummary) => strin
     durationMs: r.durationMs,
     files: r.files,
     unchanged: r.unchanged,
+    unchangedSince: r.unchangedSince,
     bytesScanned: r.bytesScanned,
     bytesRead: r.bytesRead,
     newChunks: r.newChunks,
@@ -63,6 +64,7 @@ export async function cmdBackup(args: string[]): Promise<number> {
       threads: { type: 'string' },
       throttle: { type: 'boolean', default: false },
       'max-rate': { type: 'string' },
+      rescan: { type: 'boolean', default: false },
     },
   });
   if (positionals.length === 0) throw new UsageError('backup needs a VM folder, a .vmx file or a disk image');
@@ -119,6 +121,7 @@ export async function cmdBackup(args: string[]): Promise<number> {
           throttle: loop?.bucket.buffer,
           onProgress: (s) => bar.update({ ...s, totalBytes: s.totalBytes || undefined }),
           hook: crashHook(),
+          rescan: values.rescan,
         });
         bar.done();
         await writeOut(values.json ? `${JSON.stringify(r)}\n` : summaryText(r, formatSummary));

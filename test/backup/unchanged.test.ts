@@ -302,3 +302,23 @@ describe('files changed moments before a backup', () => {
     expect(settleMs(1e12, {})).toBe(86_400_000);
   });
 });
+
+describe('the CLI', () => {
+  test('says why a backup read nothing, and --rescan reads the VM anyway', () => {
+    const folder = copyVm('cli');
+    const r = newRepo('unchanged-cli');
+    const env = { VDBAK_STAMP_SETTLE_MS: '0', VDBAK_SHIP_AFTER_BACKUP: '0' };
+    const first = vdbakOk(['backup', '--repo', r, '--json', folder], { env }).jsonLines<BackupResult>()[0]!;
+    expect(first.unchangedSince).toBeUndefined();
+    const kept = vdbakOk(['backup', '--repo', r, folder], { env });
+    expect(kept.stdout).toContain(`unchanged since backup ${first.backupId}: no file of the VM changed`);
+    const rescanned = vdbakOk(['backup', '--repo', r, '--json', '--rescan', folder], {
+      env,
+    }).jsonLines<BackupResult>()[0]!;
+    expect(rescanned.unchangedSince).toBeUndefined();
+    expect(rescanned.regionBytesRead).toBe(0); // read again, and found its regions as they were
+    expect(rescanned.unchanged).toBe(first.entries);
+    const plain = vdbakOk(['backup', '--repo', r, folder], { env }).stdout;
+    expect(plain).toContain('unchanged since backup');
+  });
+});
