@@ -12,12 +12,9 @@
 import { CODEC_RAW, CODEC_ZSTD, DEFAULT_ZSTD_LEVEL, type EncodedChunk, MAX_CHUNK_LENGTH } from './chunk-format.js';
 import { napiCompressor } from './zstd-napi.js';
 import { nativeCompressor } from './zstd-native.js';
-import { type HeapCompressor, wasmCompressor, zstdWasm } from './zstd-wasm.js';
+import { type HeapCompressor, wasmCompressor } from './zstd-wasm.js';
 
 export * from './chunk-format.js';
-
-// agent/ship/frames.ts calls the package's `compress` directly and relies on importing this module to start it
-zstdWasm();
 
 export type ZstdBuild = 'native' | 'napi' | 'wasm';
 

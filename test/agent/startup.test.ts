@@ -17,6 +17,7 @@ import { traceKit, type Traced } from './load-trace.js';
 const HEAVY = [
   'node_modules/piscina/',
   'node_modules/@bokuweb/zstd-wasm/',
+  'node_modules/zstd-napi/',
   'node_modules/fzstd/',
   'node_modules/xxhash-wasm/',
   'node_modules/pino/',
