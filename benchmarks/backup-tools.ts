@@ -22,6 +22,9 @@ const RSS_LINE = /Maximum resident set size \(kbytes\): (\d+)/;
 /** Runs `cmd args` under /usr/bin/time -v in `cwd` with `env` added; throws with its output if it fails. */
 export function timed(cmd: string, args: string[], cwd: string, env: Record<string, string> = {}): Run {
   const report = join(cwd, `.time-${process.pid}`);
+  // Start with nothing of the previous run waiting to be written back: its dirty pages (borg's
+  // 800 MB repository, say) would otherwise be flushed inside this run's fsyncs and bill it.
+  spawnSync('sync');
   const t = process.hrtime.bigint();
   const r = spawnSync('/usr/bin/time', ['-v', '-o', report, cmd, ...args], {
     cwd,
