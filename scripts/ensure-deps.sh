@@ -12,6 +12,8 @@ declare -A NEED=(
   [mkfs.ext4]=e2fsprogs [debugfs]=e2fsprogs
   [mkntfs]=ntfs-3g [ntfs-3g]=ntfs-3g [ntfsls]=ntfs-3g
   [sfdisk]=fdisk [setfattr]=attr [jq]=jq [sha256sum]=coreutils
+  # npm ci builds the better-sqlite3 and zstd-napi addons from source when no prebuilt binary can be fetched
+  [g++]=g++ [make]=make [python3]=python3
 )
 missing=()
 for cmd in "${!NEED[@]}"; do
