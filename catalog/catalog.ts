@@ -18,9 +18,9 @@ import {
   encodeHashes,
   encodeRuns,
   encodeRunsTransient,
+  runCountOf,
   HASH_BYTES,
   joinPath,
-  RUN_BYTES,
   splitPath,
   type StreamRecord,
   type VersionRecord,
@@ -549,7 +549,7 @@ export class Catalog {
   ): { id: number; meta: Record<string, unknown> | undefined; runCount: number } | undefined {
     const { dir, name } = splitPath(path);
     const r = this.st(
-      `SELECT v.id, v.meta, coalesce(length(v.runs), 0) AS run_bytes FROM dirs d CROSS JOIN versions v ON v.dir_id = d.id
+      `SELECT v.id, v.meta, v.runs FROM dirs d CROSS JOIN versions v ON v.dir_id = d.id
          WHERE d.volume_id = ? AND d.path = ? AND v.volume_id = d.volume_id AND v.name = ? AND v.last_backup IS NULL
            AND NOT EXISTS (SELECT 1 FROM backups b WHERE b.id = v.first_backup AND b.state <> 'complete')`,
     ).get(volumeId, dir, name) as Row | undefined;
@@ -557,7 +557,7 @@ export class Catalog {
     return {
       id: n(r.id),
       meta: r.meta === null ? undefined : (JSON.parse(r.meta as string) as Record<string, unknown>),
-      runCount: n(r.run_bytes) / RUN_BYTES,
+      runCount: r.runs === null ? 0 : runCountOf(r.runs as Buffer),
     };
   }
 

@@ -3,6 +3,7 @@
  * chunk lists and data runs. The catalog imports nothing else of ours, so the
  * run shape is restated here (it matches parsers/fs/types.ts DataRun).
  */
+import { decodeCompactRuns, encodeCompactRuns, isCompactRuns } from './runs-compact.js';
 
 /** SHA-256 length: chunk ids are stored as 32-byte BLOBs. */
 export const HASH_BYTES = 32;
@@ -62,6 +63,8 @@ const HOLE = -1n;
 const TWO_32 = 2 ** 32;
 /** Runs encodeRunsTransient encodes in its kept buffer; longer lists get a buffer of their own. */
 const TRANSIENT_RUNS = 2048;
+/** From this many runs a list is stored in the compact form (runs-compact.ts): a disk's regions, a fragmented file. */
+export const COMPACT_MIN_RUNS = 64;
 
 /** A u64/i64 as two u32 halves (no BigInt per value, cheap even before the JIT warms up); BigInt otherwise. */
 function put64(dv: DataView, at: number, x: number, signed: boolean): void {
@@ -90,6 +93,10 @@ function writeRuns(dv: DataView, runs: readonly RunRecord[]): void {
 
 /** Runs as a BLOB: per run u64 file offset, i64 volume offset (-1 = hole), u64 length, u8 flags. */
 export function encodeRuns(runs: readonly RunRecord[]): Buffer {
+  if (runs.length >= COMPACT_MIN_RUNS) {
+    const compact = encodeCompactRuns(runs, RUN_BYTES);
+    if (compact) return compact;
+  }
   const b = Buffer.alloc(runs.length * RUN_BYTES);
   writeRuns(new DataView(b.buffer, b.byteOffset, b.byteLength), runs);
   return b;
@@ -104,12 +111,18 @@ const transientView = new DataView(transient.buffer, transient.byteOffset, trans
  * file in the unchanged-file check.
  */
 export function encodeRunsTransient(runs: readonly RunRecord[]): Buffer {
-  if (runs.length > TRANSIENT_RUNS) return encodeRuns(runs);
+  if (runs.length > TRANSIENT_RUNS || runs.length >= COMPACT_MIN_RUNS) return encodeRuns(runs);
   writeRuns(transientView, runs);
   return transient.subarray(0, runs.length * RUN_BYTES);
 }
 
+/** The number of runs a runs blob holds (a compact one is inflated to learn it). */
+export function runCountOf(b: Uint8Array): number {
+  return isCompactRuns(b, RUN_BYTES) ? decodeCompactRuns(b).length : b.length / RUN_BYTES;
+}
+
 export function decodeRuns(b: Uint8Array): RunRecord[] {
+  if (isCompactRuns(b, RUN_BYTES)) return decodeCompactRuns(b);
   const buf = Buffer.from(b.buffer, b.byteOffset, b.byteLength);
   const out: RunRecord[] = [];
   for (let at = 0; at + RUN_BYTES <= buf.length; at += RUN_BYTES) {

@@ -15,11 +15,12 @@
  *
  * Chunk lists are BLOBs of 32-byte SHA-256 hashes in file order; a chunk's
  * place (pack, offset, lengths) is in `chunks`. Named streams (NTFS ADS) are
- * JSON in `versions.streams`. Data runs are a BLOB (see runs.ts) in volume
+ * JSON in `versions.streams`. Data runs are a BLOB (records.ts; long lists in the
+ * compact form of runs-compact.ts) in volume
  * coordinates, so a disk can be rebuilt from file chunks plus non-file regions.
  */
 
-export const SCHEMA_VERSION = 2;
+export const SCHEMA_VERSION = 3;
 
 export const SCHEMA_SQL = `
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
@@ -196,4 +197,11 @@ CREATE TABLE recovery_plans (
 `;
 
 /** Upgrades by one version each: MIGRATIONS[v - 1] takes schema v to v + 1. */
-export const MIGRATIONS: readonly string[] = [MIGRATE_1_TO_2_SQL];
+/**
+ * Schema 3 changes no table: long runs lists may be stored in the compact form
+ * (runs-compact.ts), which a vdbak knowing only schema 2 would misread, so the
+ * version number keeps it out.
+ */
+export const MIGRATE_2_TO_3_SQL = '';
+
+export const MIGRATIONS: readonly string[] = [MIGRATE_1_TO_2_SQL, MIGRATE_2_TO_3_SQL];
