@@ -18,7 +18,7 @@
  *
  * Run: npm run build && node dist/benchmarks/backup.js [--size MiB] [--versions N]
  *      [--gens N] [--churn-files N] [--churn-backups N] [--churn-pct P] [--runs N]
- *      [--only 1,2,3,4] [--peers-only] [--run-dir DIR]
+ *      [--only 1,2,3,4] [--peers-only] [--run-dir DIR] [--rounds N]
  * Content is cached in .cache/bench/backup; repositories are made afresh in
  * .cache/bench/backup/run (or --run-dir, so two runs can go side by side) every time.
  */
@@ -47,6 +47,8 @@ const CHURN_FILES = arg('churn-files', 10_000);
 const CHURN_BACKUPS = arg('churn-backups', 30);
 const CHURN_PCT = arg('churn-pct', 1);
 const RUNS = arg('runs', 5);
+/** Rounds of measures 1 and 2 (each program once per round, the order rotating). */
+const ROUNDS = arg('rounds', 3);
 const PEERS_ONLY = process.argv.includes('--peers-only');
 const onlyAt = process.argv.indexOf('--only');
 const ONLY = new Set((onlyAt >= 0 ? process.argv[onlyAt + 1]! : '1,2,3,4').split(',').map(Number));
@@ -138,36 +140,73 @@ function throughput(): void {
   log(`mixed tree: ${(bytes / MiB).toFixed(0)} MiB; backing up with each program`);
   const out: Record<string, unknown> = { sourceMiB: Number((bytes / MiB).toFixed(1)) };
 
+  // Each round backs up with every program (full, then again), each into a fresh repository, in
+  // an order that rotates by round: whoever runs last in a round is not always the same program
+  // (the machine's state drifts within a run). Figures are the medians over the rounds.
+  type Side = 'restic' | 'borg' | 'vdbak';
+  const order: Side[] = PEERS_ONLY ? ['restic', 'borg'] : ['restic', 'borg', 'vdbak'];
+  const runs: Record<Side, { full: Run[]; again: Run[]; repoMiB: number }> = {
+    restic: { full: [], again: [], repoMiB: 0 },
+    borg: { full: [], again: [], repoMiB: 0 },
+    vdbak: { full: [], again: [], repoMiB: 0 },
+  };
+  const backUp = (who: Side, round: number): void => {
+    let full: Run;
+    let again: Run;
+    let repo: string;
+    if (who === 'restic') {
+      const restic = new Restic(join(RUN, `restic-main-${round}`));
+      restic.init(RUN);
+      full = restic.backup(RUN, src);
+      again = restic.backup(RUN, src);
+      repo = restic.repo;
+    } else if (who === 'borg') {
+      const borg = new Borg(join(RUN, `borg-main-${round}`));
+      borg.init(RUN);
+      full = borg.create(src, 'first');
+      again = borg.create(src, 'second');
+      repo = borg.repo;
+    } else {
+      const vd = new Vdbak(join(RUN, `vdbak-main-${round}`));
+      vd.init(RUN);
+      full = vd.backup(RUN, 'mixed', vmdk);
+      again = vd.backup(RUN, 'mixed', vmdk);
+      if (round === 0) log(`vdbak full: ${full.stdout.trim()}\nvdbak again: ${again.stdout.trim()}`);
+      repo = vd.repo;
+    }
+    log(`round ${round + 1}/${ROUNDS}: ${who} full ${fmt.s(full)}, again ${fmt.s(again)}`);
+    runs[who].full.push(full);
+    runs[who].again.push(again);
+    runs[who].repoMiB = repoBytes(repo) / MiB;
+    // keep the disk free: only the last round's repositories stay
+    if (round < ROUNDS - 1) rmSync(repo, { recursive: true, force: true });
+  };
   warm(src);
-  const restic = new Restic(join(RUN, 'restic-main'));
-  restic.init(RUN);
-  const rFull = restic.backup(RUN, src);
-  const rIncr = restic.backup(RUN, src);
-  log(`restic full ${fmt.s(rFull)}, again ${fmt.s(rIncr)}`);
-
-  const borg = new Borg(join(RUN, 'borg-main'));
-  borg.init(RUN);
-  const bFull = borg.create(src, 'first');
-  const bIncr = borg.create(src, 'second');
-  log(`borg full ${fmt.s(bFull)}, again ${fmt.s(bIncr)}`);
-  out.restic = { full: figures(rFull), again: figures(rIncr), repoMiB: repoBytes(restic.repo) / MiB };
-  out.borg = { full: figures(bFull), again: figures(bIncr), repoMiB: repoBytes(borg.repo) / MiB };
-
-  let vFull: Run | undefined;
-  let vIncr: Run | undefined;
-  if (!PEERS_ONLY) {
-    warm(vmdk);
-    const vd = new Vdbak(join(RUN, 'vdbak-main'));
-    vd.init(RUN);
-    vFull = vd.backup(RUN, 'mixed', vmdk);
-    log(`vdbak full ${fmt.s(vFull)}: ${vFull.stdout.trim()}`);
-    vIncr = vd.backup(RUN, 'mixed', vmdk);
-    log(`vdbak again ${fmt.s(vIncr)}: ${vIncr.stdout.trim()}`);
-    out.vdbak = { full: figures(vFull), again: figures(vIncr), repoMiB: repoBytes(vd.repo) / MiB };
+  if (!PEERS_ONLY) warm(vmdk);
+  for (let round = 0; round < ROUNDS; round++) {
+    for (let i = 0; i < order.length; i++) backUp(order[(i + round) % order.length]!, round);
+  }
+  /** The run with the median time (its RSS is that run's). */
+  const mid = (xs: Run[]): Run => [...xs].sort((a, b) => a.seconds - b.seconds)[Math.floor(xs.length / 2)]!;
+  const rFull = mid(runs.restic.full);
+  const rIncr = mid(runs.restic.again);
+  const bFull = mid(runs.borg.full);
+  const bIncr = mid(runs.borg.again);
+  const vFull: Run | undefined = PEERS_ONLY ? undefined : mid(runs.vdbak.full);
+  const vIncr: Run | undefined = PEERS_ONLY ? undefined : mid(runs.vdbak.again);
+  out.rounds = ROUNDS;
+  for (const who of order) {
+    out[who] = {
+      full: figures(mid(runs[who].full)),
+      again: figures(mid(runs[who].again)),
+      fullAll: runs[who].full.map(figures),
+      againAll: runs[who].again.map(figures),
+      repoMiB: runs[who].repoMiB,
+    };
   }
   const rate = (r: Run) => bytes / MiB / r.seconds;
   rows.push([
-    `1. full backup, ${(bytes / MiB).toFixed(0)} MiB`,
+    `1. full backup, ${(bytes / MiB).toFixed(0)} MiB (median of ${ROUNDS})`,
     vFull ? fmt.rate(bytes, vFull) : '-',
     fmt.rate(bytes, rFull),
     fmt.rate(bytes, bFull),
@@ -175,7 +214,7 @@ function throughput(): void {
     '≥ 2× / ≥ 1.2×',
   ]);
   rows.push([
-    '2. backup again, nothing changed',
+    `2. backup again, nothing changed (median of ${ROUNDS})`,
     vIncr ? fmt.s(vIncr) : '-',
     fmt.s(rIncr),
     fmt.s(bIncr),
