@@ -45,7 +45,11 @@ function serialize(e: unknown, image: string): SerializedError {
  */
 export function openStack(path: string, options: OpenOptions = {}, wrap?: (d: DiskImage) => DiskImage): DiskStack {
   const opened = openDisk(path, options);
-  const disk = wrap ? wrap(opened) : opened;
+  return stackOn(wrap ? wrap(opened) : opened);
+}
+
+/** The stack above an image already open (closed with the stack, or here when the volumes cannot be read). */
+export function stackOn(disk: DiskImage): DiskStack {
   try {
     const map = readVolumeMap(disk);
     const volumes: OpenVolume[] = map.volumes.map((volume) => {

@@ -38,8 +38,9 @@ import { ContentChunker } from '../chunk/fastcdc.js';
 import { packObjectName, PackWriter } from '../../transport/pack.js';
 import type { Repo } from '../repo.js';
 import { processAlive } from '../repo.js';
-import { type DiskStack, openStack, type OpenVolume } from '../stack.js';
+import { type DiskStack, type OpenVolume, stackOn } from '../stack.js';
 import { openDisk } from '../../parsers/disk/open.js';
+import type { DiskImage } from '../../parsers/disk/types.js';
 import { adoptOrphanPacks } from './adopt.js';
 import { type ConfigFile, configFiles } from './config-files.js';
 import { keepable, settledBefore, settleMs, sourceStamp } from './source-stamp.js';
@@ -1008,22 +1009,18 @@ export async function backupVm(repo: Repo, source: BackupSource, opts: BackupOpt
   const volumes: VolumeSummary[] = [];
   const regionSummaries: RegionSummary[] = [];
   const stacks: DiskStack[] = [];
+  /** The VM's disk images, each until a stack takes it. */
+  const images: (DiskImage | undefined)[] = [];
   const config = configFiles(source);
   for (const w of config.warnings) run.warn(w);
   try {
-    // the images alone (no partition table, no filesystem): which files each disk is read from
-    const chains = source.disks.map((d) => {
-      const image = openDisk(d.path, { format: d.format, parentRoots: opts.parentRoots });
-      try {
-        return image.chain;
-      } finally {
-        image.close();
-      }
-    });
+    // the images alone first (no partition table, no filesystem): which files each disk is read from;
+    // the walk below builds its stacks on these same images
+    for (const d of source.disks) images.push(openDisk(d.path, { format: d.format, parentRoots: opts.parentRoots }));
     // every file must have last changed well before this backup first read it (source-stamp.ts)
     const stamps = sourceStamp(
       { identity: source.identity, parentRoots: opts.parentRoots },
-      source.disks.map((d, i) => ({ ...d, chain: chains[i]! })),
+      source.disks.map((d, i) => ({ ...d, chain: images[i]!.chain })),
       config.files,
       settledBefore(t0, settleMs(opts.stampSettleMs)),
     );
@@ -1033,7 +1030,9 @@ export async function backupVm(repo: Repo, source: BackupSource, opts: BackupOpt
     }
     run.beginWrites();
     for (const [diskIndex, d] of source.disks.entries()) {
-      const stack = openStack(d.path, { format: d.format, parentRoots: opts.parentRoots });
+      const image = images[diskIndex]!;
+      images[diskIndex] = undefined; // the stack owns it now (and closes it if its volumes cannot be read)
+      const stack = stackOn(image);
       stacks.push(stack);
       const diskId = cat.upsertDisk(vmId, d.slot, diskIndex);
       cat.addBackupDisk(backupId, diskId, {
@@ -1148,5 +1147,6 @@ export async function backupVm(repo: Repo, source: BackupSource, opts: BackupOpt
     throw e;
   } finally {
     for (const s of stacks) s.close();
+    for (const image of images) image?.close();
   }
 }
