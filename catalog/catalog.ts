@@ -142,6 +142,15 @@ function toVersion(r: Row): VersionRow {
 
 /** "version is in backup ?" for a versions row aliased v; binds the backup id twice. */
 const IN_BACKUP = 'v.first_backup <= ? AND (v.last_backup IS NULL OR v.last_backup > ?)';
+/**
+ * FROM and WHERE of a path's current version (parameters: volume id, dir, name).
+ * CROSS JOIN keeps SQLite from scanning every open version of the volume (dirs
+ * first, then versions_current on all three columns): a lookup must not grow
+ * with the volume. Not current: a version whose first backup did not complete.
+ */
+const CURRENT_VERSION = `FROM dirs d CROSS JOIN versions v ON v.dir_id = d.id
+  WHERE d.volume_id = ? AND d.path = ? AND v.volume_id = d.volume_id AND v.name = ? AND v.last_backup IS NULL
+    AND NOT EXISTS (SELECT 1 FROM backups b WHERE b.id = v.first_backup AND b.state <> 'complete')`;
 
 /** A statement shape for st(): the first column only, as a number (ids stay far below 2^53). */
 const ID_ONLY = 'id-only';
@@ -532,13 +541,7 @@ export class Catalog {
   /** The current (latest, still open) version of a path, as the next backup compares against it. */
   currentVersion(volumeId: number, path: string): VersionRow | undefined {
     const { dir, name } = splitPath(path);
-    const r = this.st(
-      // CROSS JOIN keeps SQLite from scanning every open version of the volume (dirs first, then
-      // versions_current on all three columns): a lookup must not grow with the volume
-      `SELECT ${VERSION_COLUMNS} FROM dirs d CROSS JOIN versions v ON v.dir_id = d.id
-         WHERE d.volume_id = ? AND d.path = ? AND v.volume_id = d.volume_id AND v.name = ? AND v.last_backup IS NULL
-           AND NOT EXISTS (SELECT 1 FROM backups b WHERE b.id = v.first_backup AND b.state <> 'complete')`,
-    ).get(volumeId, dir, name) as Row | undefined;
+    const r = this.st(`SELECT ${VERSION_COLUMNS} ${CURRENT_VERSION}`).get(volumeId, dir, name) as Row | undefined;
     return r ? toVersion(r) : undefined;
   }
 
@@ -548,11 +551,7 @@ export class Catalog {
     path: string,
   ): { id: number; meta: Record<string, unknown> | undefined; runCount: number } | undefined {
     const { dir, name } = splitPath(path);
-    const r = this.st(
-      `SELECT v.id, v.meta, v.runs FROM dirs d CROSS JOIN versions v ON v.dir_id = d.id
-         WHERE d.volume_id = ? AND d.path = ? AND v.volume_id = d.volume_id AND v.name = ? AND v.last_backup IS NULL
-           AND NOT EXISTS (SELECT 1 FROM backups b WHERE b.id = v.first_backup AND b.state <> 'complete')`,
-    ).get(volumeId, dir, name) as Row | undefined;
+    const r = this.st(`SELECT v.id, v.meta, v.runs ${CURRENT_VERSION}`).get(volumeId, dir, name) as Row | undefined;
     if (!r) return undefined;
     return {
       id: n(r.id),
@@ -570,12 +569,10 @@ export class Catalog {
   keepIfSame(volumeId: number, path: string, key: ContentKey): boolean {
     const { dir, name } = splitPath(path);
     const id = this.st(
-      `SELECT v.id FROM dirs d CROSS JOIN versions v ON v.dir_id = d.id
-         WHERE d.volume_id = ? AND d.path = ? AND v.volume_id = d.volume_id AND v.name = ? AND v.last_backup IS NULL
+      `SELECT v.id ${CURRENT_VERSION}
            AND v.fs_id = ? AND v.type = ? AND v.size = ? AND v.mtime_ns = ? AND v.ctime_ns = ? AND v.btime_ns IS ?
            AND v.link_target IS ? AND v.runs IS ? AND v.streams IS NULL
-           AND (v.meta IS NULL OR json_extract(v.meta, '$.readError') IS NULL)
-           AND NOT EXISTS (SELECT 1 FROM backups b WHERE b.id = v.first_backup AND b.state <> 'complete')`,
+           AND (v.meta IS NULL OR json_extract(v.meta, '$.readError') IS NULL)`,
       ID_ONLY,
     ).get(
       volumeId,

@@ -3,7 +3,7 @@
  * chunk lists and data runs. The catalog imports nothing else of ours, so the
  * run shape is restated here (it matches parsers/fs/types.ts DataRun).
  */
-import { decodeCompactRuns, encodeCompactRuns, isCompactRuns } from './runs-compact.js';
+import { compactRunCount, decodeCompactRuns, encodeCompactRuns, isCompactRuns } from './runs-compact.js';
 
 /** SHA-256 length: chunk ids are stored as 32-byte BLOBs. */
 export const HASH_BYTES = 32;
@@ -116,9 +116,9 @@ export function encodeRunsTransient(runs: readonly RunRecord[]): Buffer {
   return transient.subarray(0, runs.length * RUN_BYTES);
 }
 
-/** The number of runs a runs blob holds (a compact one is inflated to learn it). */
+/** The number of runs a runs blob holds, without decoding them (a compact one is inflated to read its count). */
 export function runCountOf(b: Uint8Array): number {
-  return isCompactRuns(b, RUN_BYTES) ? decodeCompactRuns(b).length : b.length / RUN_BYTES;
+  return isCompactRuns(b, RUN_BYTES) ? compactRunCount(b) : b.length / RUN_BYTES;
 }
 
 export function decodeRuns(b: Uint8Array): RunRecord[] {
